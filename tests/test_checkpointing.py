@@ -1,0 +1,486 @@
+"""Checkpointer: sharded round trip, latest/best policies, damaged checkpoints, resume lookup."""
+
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from flaxtrainer.checkpointing import (
+    Checkpointer,
+    CheckpointLocation,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    find_checkpoint,
+    restore_checkpoint,
+)
+
+LOGGER = "flaxtrainer.checkpointing"
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    assert jax.device_count() == 8, "tests/conftest.py should give 8 host CPU devices"
+    return jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+
+
+def make_state(mesh, seed: int) -> dict:
+    """A train-state-like pytree: replicated params/optimizer/step/key, one batch-sharded array."""
+    rng = np.random.default_rng(seed)
+    replicated = NamedSharding(mesh, P())
+    by_data = NamedSharding(mesh, P("data"))
+    tree = {
+        "params": {
+            "kernel": rng.standard_normal((4, 6), dtype=np.float32),
+            "bias": jnp.asarray(rng.standard_normal(6), dtype=jnp.bfloat16),
+        },
+        "opt_state": {
+            "count": np.int32(seed),
+            "mu": rng.standard_normal((4, 6)).astype(np.float32),
+        },
+        "step": np.int32(100 * seed),
+        "rng": jax.random.key(seed),
+    }
+    state = jax.device_put(tree, replicated)
+    state["per_device"] = jax.device_put(
+        np.arange(16, dtype=np.int32).reshape(8, 2) + seed, by_data
+    )
+    return state
+
+
+def meta_for(step: int) -> dict:
+    return {
+        "trainer_state": {"global_step": step, "best_metric": None, "log_history": [{"loss": 0.5}]},
+        "epoch": step // 10,
+        "sampler": {"epoch": 1, "position": 7 * step},
+        "callbacks": {"EarlyStopping": {"patience_counter": np.int64(2)}},
+    }
+
+
+def raw(x) -> np.ndarray:
+    """Host copy of an array; PRNG keys as their key data."""
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.asarray(x)
+
+
+def assert_same_state(restored, expected) -> None:
+    assert jax.tree.structure(restored) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected)):
+        assert got.dtype == want.dtype
+        assert got.sharding == want.sharding
+        assert raw(got).tobytes() == raw(want).tobytes()  # bitwise
+
+
+def steps_on_disk(folder: Path) -> list[int]:
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def save_steps(directory, mesh, steps, **kwargs) -> dict[int, dict]:
+    states = {}
+    with Checkpointer(directory, **kwargs) as ckpt:
+        for step in steps:
+            states[step] = make_state(mesh, step)
+            assert ckpt.save(step, states[step], meta_for(step))
+    return states
+
+
+# ------------------------------------------------------------------------------ round trip
+def test_round_trip_on_mesh_is_bitwise_with_same_shardings(tmp_path, mesh):
+    state = make_state(mesh, 3)
+    with Checkpointer(tmp_path) as ckpt:
+        assert ckpt.save(30, state, meta_for(30))
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [30] and ckpt.latest_step() == 30
+        assert ckpt.step_path(30).is_dir()
+
+        target = make_state(mesh, 0)  # same structure, other values
+        restored, meta, step = ckpt.restore(target)
+    assert step == 30
+    assert_same_state(restored, state)
+    assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(restored))
+    assert meta["trainer_state"] == meta_for(30)["trainer_state"]
+    assert meta["sampler"] == {"epoch": 1, "position": 210}
+    assert meta["callbacks"] == {"EarlyStopping": {"patience_counter": 2}}  # numpy -> JSON
+
+
+def test_restore_onto_abstract_target(tmp_path, mesh):
+    state = make_state(mesh, 2)
+    with Checkpointer(tmp_path, async_save=False) as ckpt:
+        ckpt.save(5, state, meta_for(5))
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+        )
+        restored, _, _ = ckpt.restore(abstract, step=5)
+    assert_same_state(restored, state)
+
+
+def test_save_returns_before_the_write_and_tolerates_donation(tmp_path, mesh):
+    state = make_state(mesh, 4)
+    expected = jax.tree.map(raw, state)
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, state, meta_for(1))
+        for x in jax.tree.leaves(state):  # what donating the state to the next step does
+            x.delete()
+        ckpt.wait_until_finished()
+        restored, _, _ = ckpt.restore(state)  # a donated state still works as the target
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected)):
+        assert raw(got).tobytes() == want.tobytes()
+
+
+def test_mismatched_target_fails_at_once_without_fallback(tmp_path, mesh, caplog):
+    save_steps(tmp_path, mesh, [1, 2])
+    target = make_state(mesh, 0)
+    target["params"]["extra"] = jnp.zeros(3)
+    with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING, logger=LOGGER):
+        with pytest.raises(CheckpointMismatchError, match="does not match checkpoint"):
+            ckpt.restore(target)
+    assert "unusable" not in caplog.text
+
+
+def test_meta_must_be_json(tmp_path, mesh):
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(TypeError, match="JSON cannot store"):
+            ckpt.save(1, make_state(mesh, 1), {"callback": object()})
+        with pytest.raises(TypeError, match="must be a dict"):
+            ckpt.save(1, make_state(mesh, 1), [1, 2])
+
+
+# ----------------------------------------------------------------------- latest and best
+def test_save_total_limit_keeps_the_newest(tmp_path, mesh):
+    states = save_steps(tmp_path, mesh, [10, 20, 30, 40], save_total_limit=2)
+    assert steps_on_disk(tmp_path / "latest") == [30, 40]
+    with Checkpointer(tmp_path, save_total_limit=2) as ckpt:
+        assert ckpt.all_steps() == [30, 40]
+        restored, _, step = ckpt.restore(make_state(mesh, 0))
+    assert step == 40
+    assert_same_state(restored, states[40])
+
+
+@pytest.mark.parametrize(
+    ("metric", "greater_is_better", "values", "best"),
+    [
+        ("f1", True, {1: 0.5, 2: 0.8, 3: 0.7, 4: 0.8}, 2),  # a tie keeps the earlier
+        ("loss", None, {1: 0.9, 2: 0.4, 3: 0.6, 4: 0.5}, 2),  # "loss" defaults to lower-better
+        ("accuracy", False, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.4}, 3),
+    ],
+)
+def test_best_is_kept_apart_from_latest_pruning(
+    tmp_path, mesh, metric, greater_is_better, values, best
+):
+    states = {s: make_state(mesh, s) for s in values}
+    with Checkpointer(
+        tmp_path,
+        save_total_limit=1,
+        metric_for_best_model=metric,
+        greater_is_better=greater_is_better,
+    ) as ckpt:
+        for step, value in values.items():
+            # the trainer's evaluate() prefixes metric names with "eval_"
+            ckpt.save(step, states[step], meta_for(step), metrics={f"eval_{metric}": value})
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [4]
+        assert ckpt.best_step() == best
+        assert ckpt.best_metric() == pytest.approx(values[best])
+        restored, meta, step = ckpt.restore_best(make_state(mesh, 0))
+    assert step == best and meta["epoch"] == best // 10
+    assert_same_state(restored, states[best])
+    assert steps_on_disk(tmp_path / "best") == [best]
+
+
+def test_best_reopens_with_its_metric(tmp_path, mesh):
+    kwargs = dict(metric_for_best_model="f1")
+    with Checkpointer(tmp_path, **kwargs) as ckpt:
+        ckpt.save(1, make_state(mesh, 1), meta_for(1), metrics={"f1": 0.6})
+        ckpt.save(2, make_state(mesh, 2), meta_for(2), metrics={"f1": np.float32(0.9)})
+    with Checkpointer(tmp_path, **kwargs) as ckpt:
+        assert ckpt.best_step() == 2
+        assert ckpt.save(3, make_state(mesh, 3), meta_for(3), metrics={"f1": 0.7})  # latest only
+        ckpt.wait_until_finished()
+        assert ckpt.best_step() == 2 and steps_on_disk(tmp_path / "best") == [2]
+
+
+def test_worse_metrics_never_write_to_best_even_while_a_save_is_in_flight(
+    tmp_path, mesh, monkeypatch
+):
+    # orbax reads metrics from the finished step folder, which an async save has not made yet
+    with Checkpointer(tmp_path, metric_for_best_model="f1") as ckpt:
+        writes = []
+        real_save = ckpt._best.save
+        monkeypatch.setattr(
+            ckpt._best, "save", lambda step, **kw: writes.append(step) or real_save(step, **kw)
+        )
+        for step, f1 in [(1, 0.5), (2, 0.4), (3, 0.6), (4, 0.6), (5, 0.1)]:
+            ckpt.save(step, make_state(mesh, step), meta_for(step), metrics={"eval_f1": f1})
+        assert writes == [1, 3]
+        assert ckpt.best_step() == 3 and ckpt.best_metric() == pytest.approx(0.6)
+
+
+def test_no_best_without_metric_or_metrics(tmp_path, mesh):
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, make_state(mesh, 1), meta_for(1), metrics={"eval_f1": 0.5})
+        assert ckpt.best_step() is None
+        with pytest.raises(CheckpointNotFoundError, match="metric_for_best_model is not set"):
+            ckpt.restore_best(make_state(mesh, 0))
+    assert not (tmp_path / "best").exists()
+    with Checkpointer(tmp_path / "b", metric_for_best_model="f1") as ckpt:
+        ckpt.save(1, make_state(mesh, 1), meta_for(1))
+        ckpt.save(2, make_state(mesh, 2), meta_for(2), metrics={"eval_f1": float("nan")})
+        with pytest.raises(CheckpointNotFoundError, match="no save received metrics"):
+            ckpt.restore_best(make_state(mesh, 0))
+
+
+def test_saving_the_same_step_twice(tmp_path, mesh):
+    first, second = make_state(mesh, 1), make_state(mesh, 2)
+    with Checkpointer(tmp_path, metric_for_best_model="f1") as ckpt:
+        assert ckpt.save(5, first, meta_for(5))
+        # end-of-training save at the step just saved: skipped, but the metrics still count
+        assert ckpt.save(5, second, meta_for(5), metrics={"eval_f1": 0.5})
+        assert ckpt.best_step() == 5
+        assert not ckpt.save(5, second, meta_for(5))
+        restored, _, _ = ckpt.restore(make_state(mesh, 0))
+        assert_same_state(restored, first)
+        assert ckpt.save(5, second, meta_for(5), force=True)
+        restored, _, _ = ckpt.restore(make_state(mesh, 0))
+        assert_same_state(restored, second)
+
+
+def test_resuming_from_an_older_step_replaces_the_abandoned_ones(tmp_path, mesh, caplog):
+    save_steps(tmp_path, mesh, [1, 2, 3])
+    new_two = make_state(mesh, 22)
+    with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING, logger=LOGGER):
+        _, _, step = ckpt.restore(make_state(mesh, 0), step=1)
+        assert step == 1
+        assert ckpt.save(2, new_two, meta_for(2))
+        assert ckpt.all_steps() == [1, 2]
+        restored, _, step = ckpt.restore(make_state(mesh, 0))
+    assert "[2, 3]" in caplog.text
+    assert step == 2
+    assert_same_state(restored, new_two)
+
+
+# ------------------------------------------------------------------ damage and leftovers
+def _truncate_array_data(step_dir: Path) -> None:
+    chunks = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert chunks, "expected orbax/ocdbt data files under state/**/d/"
+    for chunk in chunks:
+        chunk.write_bytes(chunk.read_bytes()[:3])
+
+
+def _delete_array_manifests(step_dir: Path) -> None:
+    manifests = list((step_dir / "state").rglob("manifest.ocdbt"))
+    assert manifests, "expected ocdbt manifests under state/"
+    for manifest in manifests:
+        manifest.unlink()
+
+
+def _garble_meta(step_dir: Path) -> None:
+    (step_dir / "meta" / "metadata").write_text('{"trainer_state": {"glo')
+
+
+def _drop_commit_marker(step_dir: Path) -> None:
+    (step_dir / "commit_success.txt").unlink()
+
+
+# A failed tensorstore read reports to orbax's event loop after it closed; harmless noise.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize(
+    "damage", [_truncate_array_data, _delete_array_manifests, _garble_meta, _drop_commit_marker]
+)
+def test_damaged_newest_falls_back_to_the_previous(tmp_path, mesh, caplog, damage):
+    states = save_steps(tmp_path, mesh, [1, 2])
+    damage(tmp_path / "latest" / "2")
+    with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING, logger=LOGGER):
+        restored, meta, step = ckpt.restore(make_state(mesh, 0))
+        assert step == 1 and meta["sampler"]["position"] == 7
+        assert_same_state(restored, states[1])
+        with pytest.raises(CheckpointNotFoundError, match="cannot be restored"):
+            ckpt.restore(make_state(mesh, 0), step=2)  # an explicit step never falls back
+    assert "Checkpoint step 2" in caplog.text and "unusable" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_no_usable_checkpoint_lists_every_failure(tmp_path, mesh):
+    save_steps(tmp_path, mesh, [1, 2])
+    _garble_meta(tmp_path / "latest" / "1")
+    _drop_commit_marker(tmp_path / "latest" / "2")
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(CheckpointNotFoundError, match="No usable checkpoint") as info:
+            ckpt.restore(make_state(mesh, 0))
+    assert "step 1: JSONDecodeError" in str(info.value)
+    assert "step 2: OSError" in str(info.value)
+
+
+def test_restore_without_checkpoints_is_a_clear_error(tmp_path, mesh):
+    with Checkpointer(tmp_path) as ckpt:
+        assert ckpt.latest_step() is None and ckpt.all_steps() == []
+        with pytest.raises(CheckpointNotFoundError, match="No checkpoint to restore"):
+            ckpt.restore(make_state(mesh, 0))
+        with pytest.raises(CheckpointNotFoundError, match="available steps: none"):
+            ckpt.restore(make_state(mesh, 0), step=3)
+
+
+@pytest.mark.parametrize(
+    "tmp_name", ["3.orbax-checkpoint-tmp", "3.orbax-checkpoint-tmp-1718000000"]
+)
+def test_leftover_of_an_interrupted_save_is_removed(tmp_path, mesh, caplog, tmp_name):
+    states = save_steps(tmp_path, mesh, [1, 2])
+    # what a save killed half-way leaves (orbax 0.12.8 names it `<step>.orbax-checkpoint-tmp`)
+    leftover = tmp_path / "latest" / tmp_name
+    shutil.copytree(tmp_path / "latest" / "2", leftover)
+    (leftover / "commit_success.txt").unlink()
+    with caplog.at_level(logging.WARNING, logger=LOGGER), Checkpointer(tmp_path) as ckpt:
+        assert not leftover.exists()
+        assert ckpt.all_steps() == [1, 2]
+        restored, _, step = ckpt.restore(make_state(mesh, 0))
+        ckpt.save(3, make_state(mesh, 3), meta_for(3))
+        assert ckpt.all_steps() == [1, 2, 3]
+    assert tmp_name in caplog.text
+    assert step == 2
+    assert_same_state(restored, states[2])
+
+
+# -------------------------------------------------------------------- resume resolution
+def test_find_checkpoint_resolves_every_form(tmp_path, mesh):
+    run = tmp_path / "run"
+    states = save_steps(run / "checkpoints", mesh, [1, 2])
+    latest = run / "checkpoints" / "latest"
+    for spec in (None, False, "", "False"):
+        assert find_checkpoint(run, spec) is None
+    for spec in (True, "true", "latest", "LATEST"):
+        assert find_checkpoint(run, spec) == CheckpointLocation(latest)
+    assert find_checkpoint(tmp_path, str(latest / "1")) == CheckpointLocation(latest, 1)
+    for folder in (run, run / "checkpoints", latest):
+        assert find_checkpoint(tmp_path, str(folder)) == CheckpointLocation(latest)
+    assert str(CheckpointLocation(latest, 1)) == str(latest / "1")
+
+    restored, _, step = restore_checkpoint(
+        find_checkpoint(tmp_path, latest / "1"), make_state(mesh, 0)
+    )
+    assert step == 1
+    assert_same_state(restored, states[1])
+    _garble_meta(latest / "2")
+    restored, _, step = restore_checkpoint(find_checkpoint(run, "latest"), make_state(mesh, 0))
+    assert step == 1
+
+
+def test_find_checkpoint_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    interrupted = tmp_path / "checkpoints" / "latest" / "7.orbax-checkpoint-tmp"
+    (interrupted / "state").mkdir(parents=True)
+    cases = [
+        (tmp_path / "empty", "latest", "no checkpoint in output_dir"),
+        (tmp_path, str(tmp_path / "missing"), "no such file or directory"),
+        (tmp_path, str(tmp_path / "file.txt"), "is a file"),
+        (tmp_path, str(tmp_path / "empty"), "no checkpoint found there"),
+        (tmp_path, str(interrupted), "save that never finished"),
+        (tmp_path, "latest", "no checkpoint in output_dir"),  # only an interrupted save inside
+    ]
+    for output_dir, spec, message in cases:
+        with pytest.raises(CheckpointNotFoundError, match=message):
+            find_checkpoint(output_dir, spec)
+
+
+def test_closed_checkpointer_refuses_work(tmp_path, mesh):
+    ckpt = Checkpointer(tmp_path)
+    ckpt.close()
+    ckpt.close()
+    with pytest.raises(RuntimeError, match="is closed"):
+        ckpt.save(1, make_state(mesh, 1), meta_for(1))
+
+
+# ------------------------------------------------------------------------------ multi-host
+_WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    pid, port, root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+    import numpy as np
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    from flaxtrainer.checkpointing import Checkpointer
+
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+
+    def make(seed):
+        r = np.random.default_rng(seed)
+        host = {"w": (r.standard_normal((4, 6)).astype(np.float32), P()),
+                "batch": (np.arange(16, dtype=np.float32).reshape(8, 2) + seed, P("data"))}
+        return {k: jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec),
+                                                lambda idx, x=x: x[idx])
+                for k, (x, spec) in host.items()}
+
+    def local(tree):
+        return {k: [np.asarray(s.data).tolist() for s in v.addressable_shards]
+                for k, v in tree.items()}
+
+    with Checkpointer(root, save_total_limit=2, metric_for_best_model="f1") as ckpt:
+        for step, f1 in ((1, 0.5), (2, 0.9), (3, 0.7)):
+            ckpt.save(step, make(step), {"epoch": step}, metrics={"eval_f1": f1})
+        state, meta, step = ckpt.restore(make(0))
+        best, _, best_step = ckpt.restore_best(make(0))
+        print("RESULT " + json.dumps({
+            "steps": ckpt.all_steps(), "step": step, "meta": meta, "best_step": best_step,
+            "latest_ok": local(state) == local(make(3)), "best_ok": local(best) == local(make(2)),
+        }), flush=True)
+    jax.distributed.shutdown()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_save_and_restore_together(tmp_path):
+    """All processes call save/restore (no process-0 guards); latest and best run concurrently."""
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(pid), str(port), str(tmp_path / "ckpt")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=120)[0])
+    finally:
+        for proc in procs:
+            proc.kill()
+    for pid, (proc, out) in enumerate(zip(procs, outputs)):
+        assert proc.returncode == 0, f"process {pid} failed:\n{out[-3000:]}"
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        assert lines, f"process {pid} printed no result:\n{out[-3000:]}"
+        result = json.loads(lines[-1][len("RESULT ") :])
+        assert result == {
+            "steps": [2, 3],
+            "step": 3,
+            "meta": {"epoch": 3},
+            "best_step": 2,
+            "latest_ok": True,
+            "best_ok": True,
+        }
+    assert steps_on_disk(tmp_path / "ckpt" / "latest") == [2, 3]
+    assert steps_on_disk(tmp_path / "ckpt" / "best") == [2]
