@@ -1,0 +1,27 @@
+"""Data readers: Hub datasets, CoNLL columns, CoNLL-U, JSON (Lines) and CSV.
+
+Every reader returns a ``datasets.DatasetDict`` whose splits have exactly the columns
+``tokens`` (``Sequence(Value("string"))``) and ``tags`` (``Sequence(ClassLabel(names))``),
+plus the label names. Bad input raises :class:`DataError` naming the file and line or row.
+"""
+
+from flaxtrainer.data.conll import read_conll, read_conllu
+from flaxtrainer.data.demo import load_wnut16_demo, wnut16_path
+from flaxtrainer.data.errors import DataError
+from flaxtrainer.data.hub import load_hub_dataset
+from flaxtrainer.data.loader import features_for, load_token_classification_data, read_file
+from flaxtrainer.data.tabular import read_csv, read_json
+
+__all__ = [
+    "DataError",
+    "features_for",
+    "load_hub_dataset",
+    "load_token_classification_data",
+    "load_wnut16_demo",
+    "read_conll",
+    "read_conllu",
+    "read_csv",
+    "read_file",
+    "read_json",
+    "wnut16_path",
+]

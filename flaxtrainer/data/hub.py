@@ -1,0 +1,80 @@
+"""Datasets from the Hugging Face Hub, through ``datasets.load_dataset``.
+
+Script-based datasets (``conll2003`` and its like) no longer load with ``datasets>=4``; the Hub
+keeps an auto-converted Parquet copy of most of them on the ``refs/convert/parquet`` branch,
+one folder per config (``<config>/<split>/0000.parquet``), which we load instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import datasets
+
+from flaxtrainer.data.errors import DataError
+from flaxtrainer.data.raw import RawSplit, choose_columns
+
+logger = logging.getLogger(__name__)
+
+PARQUET_REVISION = "refs/convert/parquet"
+SPLITS = ("train", "validation", "test")
+_SCRIPT_ERROR = "Dataset scripts are no longer supported"
+
+
+def _unreachable(name: str, exc: BaseException) -> DataError:
+    return DataError(
+        f"Can't fetch dataset {name!r} from the Hugging Face Hub: it is not in the local cache "
+        f"and the Hub can't be reached (offline?). [{type(exc).__name__}: {exc}] "
+        "Use local files instead, e.g. --train_file train.conll --validation_file dev.conll "
+        "--test_file test.conll (CoNLL columns, CoNLL-U, JSON Lines or CSV)."
+    )
+
+
+def load_hub_dataset(
+    name: str, config: str | None = None, *, cache_dir: str | None = None
+) -> datasets.DatasetDict:
+    """``load_dataset(name, config)``, retried on the Parquet branch for script datasets."""
+    try:
+        return datasets.load_dataset(name, config, cache_dir=cache_dir)
+    except RuntimeError as exc:
+        if _SCRIPT_ERROR not in str(exc):
+            raise
+        logger.info("%s is a script dataset; loading the Hub's Parquet conversion.", name)
+    except (ConnectionError, FileNotFoundError) as exc:
+        raise _unreachable(name, exc) from exc
+    try:
+        # The Parquet branch keeps each config in a folder of that name.
+        return datasets.load_dataset(
+            name, revision=PARQUET_REVISION, data_dir=config, cache_dir=cache_dir
+        )
+    except (ConnectionError, FileNotFoundError) as exc:
+        raise _unreachable(name, exc) from exc
+
+
+def read_hub(
+    name: str, config: str | None = None, *, cache_dir: str | None = None, **column_args: Any
+) -> dict[str, RawSplit]:
+    """Reads the train/validation/test splits of a hub dataset into :class:`RawSplit`s."""
+    dsd = load_hub_dataset(name, config, cache_dir=cache_dir)
+    ignored = [split for split in dsd if split not in SPLITS]
+    if ignored:
+        logger.warning("%s: ignoring splits %s (only %s are used).", name, ignored, SPLITS)
+    result = {}
+    for split_name in SPLITS:
+        if split_name not in dsd:
+            continue
+        ds = dsd[split_name]
+        source = f"{name}[{split_name}]"
+        text, label = choose_columns(ds.column_names, source, **column_args)
+        feature = getattr(ds.features[label], "feature", None)
+        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        columns = ds.select_columns([text, label]).with_format(None)[:]
+        split = RawSplit(source, label_names=names)
+        for i, (tokens, tags) in enumerate(zip(columns[text], columns[label])):
+            tags = [names[t] for t in tags] if names else [str(t) for t in tags]
+            split.add(list(tokens), tags, f"example {i} (0-based)")
+        result[split_name] = split
+    if not result:
+        raise DataError(f"{name} has none of the splits {SPLITS} (it has {list(dsd)}).")
+    return result

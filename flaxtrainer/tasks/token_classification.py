@@ -1,0 +1,431 @@
+"""Token classification tasks: NER-style chunk tagging, POS tagging, chunking.
+
+Words are tokenized into subwords; a word's label goes on its first subword (with
+``label_all_tokens`` its other pieces take the scheme's inside tag, see
+:meth:`TaggingScheme.continuation_tag`); special tokens get -100. Sentences longer than
+``max_seq_length`` subwords become overlapping windows (see :mod:`flaxtrainer.tasks.windows`),
+each word trained and predicted in exactly one of them; ``decode`` stitches the words back.
+
+A word longer than a whole window keeps only its first ``max_seq_length - specials`` pieces
+(its first piece, which carries its label and prediction, always stays); ``prepare`` logs how
+many words were clipped. A word the tokenizer turns into no token at all (e.g. a lone
+zero-width space) can't be predicted by the model: it decodes as ``fallback_label`` ("O")
+with score 0, also logged.
+
+To use another tagging scheme, pass ``scheme=`` (a name or a :class:`TaggingScheme`); to train
+on tags converted from the dataset's (e.g. IOB2 -> IOBES), override
+:meth:`target_label_names` and :meth:`convert_tags` (see ``examples/bioes_task.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import datasets
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from flaxtrainer.tasks.alignment import (
+    IGNORE_INDEX,
+    AlignStats,
+    align_sentence,
+    check_tokenizer,
+    encode_words,
+)
+from flaxtrainer.tasks.base import Task
+from flaxtrainer.tasks.metrics import seqeval_metrics, tag_accuracy_metrics
+from flaxtrainer.tasks.schemes import OUTSIDE, TaggingScheme, get_scheme
+
+logger = logging.getLogger(__name__)
+
+MODES = (None, "strict")
+_MARKDOWN = re.compile(r"[\\`*_{}\[\]()<>#+\-.!|~]")
+
+
+class TokenClassificationTask(Task):
+    """Chunk tagging (NER) with seqeval metrics.
+
+    Args:
+        label_names: the dataset's tag names (``load_token_classification_data``'s list).
+        tokenizer: a Hugging Face fast tokenizer (byte-level BPE ones loaded with
+            ``add_prefix_space=True``).
+        max_seq_length: model row length in subword tokens, special tokens included.
+        label_all_tokens: also train on a word's continuation pieces (inside tag).
+        scheme: tagging scheme (IOB1, IOB2, IOE1, IOE2, IOBES, BILOU or a TaggingScheme);
+            None for tags without chunk structure (POS).
+        mode: seqeval mode: None (conlleval-compatible) or "strict" (scheme-exact chunks).
+        stride: tokens of overlap between windows of a long sentence; default
+            ``max_seq_length // 4`` (32 at 128).
+        return_entity_level_metrics: add ``{TYPE}_precision/_recall/_f1/_support``.
+        tokenize_batch_size: sentences per fast-tokenizer call.
+    """
+
+    def __init__(
+        self,
+        label_names: Sequence[str],
+        tokenizer: Any,
+        *,
+        max_seq_length: int = 128,
+        label_all_tokens: bool = False,
+        scheme: str | TaggingScheme | type[TaggingScheme] | None = "IOB2",
+        mode: str | None = None,
+        stride: int | None = None,
+        return_entity_level_metrics: bool = True,
+        tokenize_batch_size: int = 1024,
+    ) -> None:
+        self.source_label_names = list(label_names)
+        self.label_names = list(self.target_label_names(self.source_label_names))
+        if len(set(self.label_names)) != len(self.label_names) or not self.label_names:
+            raise ValueError(f"Label names must be unique and non-empty: {self.label_names}.")
+        self.id2label = dict(enumerate(self.label_names))
+        self.num_labels = len(self.label_names)
+        self._label2id = {label: i for i, label in self.id2label.items()}
+
+        if mode not in MODES:
+            raise ValueError(f"mode must be None or 'strict', got {mode!r}.")
+        self.scheme = get_scheme(scheme) if scheme is not None else None
+        self.mode = mode
+        if mode == "strict" and self.scheme is None:
+            raise ValueError("mode='strict' needs a tagging scheme.")
+        self._check_labels()
+        if mode is None and self.scheme is not None and self.scheme.prefixes & {"L", "U"}:
+            logger.warning(
+                "seqeval's default mode reads only B-/I-/E-/S- prefixes; %s's L-/U- chunks are "
+                "scored correctly with mode='strict'.",
+                self.scheme.name,
+            )
+
+        check_tokenizer(tokenizer)
+        self.tokenizer = tokenizer
+        produced = set(tokenizer.model_input_names)
+        self.model_input_names = tuple(
+            name for name in Task.model_input_names if name == "input_ids" or name in produced
+        )
+        specials = tokenizer.num_special_tokens_to_add(pair=False)
+        budget = max_seq_length - specials
+        self.max_seq_length = max_seq_length
+        self.stride = max_seq_length // 4 if stride is None else stride
+        if budget < 1:
+            raise ValueError(
+                f"max_seq_length={max_seq_length} must exceed the {specials} special tokens."
+            )
+        if not 0 <= self.stride < budget:
+            raise ValueError(
+                f"stride must be in [0, {budget}) for max_seq_length={max_seq_length}, got {self.stride}."
+            )
+        self.label_all_tokens = label_all_tokens
+        self.return_entity_level_metrics = return_entity_level_metrics
+        self.tokenize_batch_size = tokenize_batch_size
+        self.fallback_label = OUTSIDE if OUTSIDE in self._label2id else self.label_names[0]
+        self._continuation_ids = np.array(
+            [self._label2id[self.continuation_tag(label)] for label in self.label_names], np.int32
+        )
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return self._label2id
+
+    # --- hooks for subclasses ------------------------------------------------------------
+    def target_label_names(self, source_label_names: list[str]) -> list[str]:
+        """The model's labels, given the dataset's (identity; override with convert_tags)."""
+        return source_label_names
+
+    def convert_tags(self, tags: list[str]) -> list[str]:
+        """One sentence's gold tags, dataset -> model labels (identity)."""
+        return tags
+
+    def continuation_tag(self, tag: str) -> str:
+        """Label of a word's continuation pieces under ``label_all_tokens``."""
+        if self.scheme is None:
+            return tag
+        return self.scheme.continuation_tag(tag, self._label2id)
+
+    def _check_labels(self) -> None:
+        if self.scheme is None:
+            return
+        problems = [p for p in map(self.scheme.label_error, self.label_names) if p]
+        if problems:
+            raise ValueError(
+                f"Labels don't fit tagging scheme {self.scheme.name}: {'; '.join(problems[:5])}. "
+                "Pick the scheme of your data (scheme=...), or PosTaggingTask for plain tags."
+            )
+
+    # --- reading datasets ----------------------------------------------------------------
+    def _columns(self, dataset: Any) -> tuple[list[list[str]], list[list[str]] | None]:
+        """Words and (converted) gold tag names of every example; tags None if absent."""
+        names = None
+        if isinstance(dataset, datasets.Dataset):
+            present = [c for c in ("tokens", "tags") if c in dataset.column_names]
+            columns = dataset.select_columns(present).with_format(None)[:]
+            inner = getattr(dataset.features.get("tags"), "feature", None)
+            names = list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
+        elif isinstance(dataset, Mapping):
+            columns = dataset
+        else:
+            rows = list(dataset)
+            columns = {"tokens": [r["tokens"] for r in rows]}
+            if rows and all("tags" in r for r in rows):
+                columns["tags"] = [r["tags"] for r in rows]
+        tokens = list(columns["tokens"])
+        raw_tags = columns.get("tags")
+        if raw_tags is None:
+            return tokens, None
+        names = names or self.source_label_names
+        tags = []
+        for i, sentence in enumerate(raw_tags):
+            if len(sentence) != len(tokens[i]):
+                raise ValueError(f"Example {i}: {len(tokens[i])} tokens but {len(sentence)} tags.")
+            if len(sentence) and not isinstance(sentence[0], str):  # ClassLabel ids
+                sentence = [names[t] for t in sentence]
+            tags.append(self.convert_tags(list(sentence)))
+        return tokens, tags
+
+    def _tag_ids(self, tags: list[list[str]]) -> list[np.ndarray]:
+        out = []
+        for i, sentence in enumerate(tags):
+            try:
+                out.append(np.array([self._label2id[t] for t in sentence], np.int32))
+            except KeyError as exc:
+                raise ValueError(
+                    f"Example {i} has tag {exc.args[0]!r}, not one of the task's labels "
+                    f"{self.label_names}. Build the task from the dataset's label names."
+                ) from None
+        return out
+
+    # --- features ------------------------------------------------------------------------
+    def prepare(self, dataset: Any) -> list[dict]:
+        """Tokenizes and aligns every example; one feature per model row, in dataset order."""
+        tokens, tags = self._columns(dataset)
+        tag_ids = self._tag_ids(tags) if tags is not None else None
+        if tags is not None:
+            self._warn_scheme_violations(tags)
+        encodings = encode_words(self.tokenizer, tokens, self.tokenize_batch_size)
+        stats = AlignStats()
+        features: list[dict] = []
+        for i, encoding in enumerate(encodings):
+            labels = tag_ids[i] if tag_ids is not None else None
+            features.extend(
+                align_sentence(
+                    encoding,
+                    example_index=i,
+                    num_words=len(tokens[i]),
+                    max_length=self.max_seq_length,
+                    stride=self.stride,
+                    input_names=self.model_input_names,
+                    word_labels=labels,
+                    continuation_labels=(
+                        self._continuation_ids[labels]
+                        if labels is not None and self.label_all_tokens
+                        else None
+                    ),
+                    stats=stats,
+                )
+            )
+        if stats.windowed_sentences:
+            logger.info(
+                "%d sentence(s) longer than max_seq_length=%d split into overlapping windows "
+                "(%d rows for %d sentences).",
+                stats.windowed_sentences,
+                self.max_seq_length,
+                len(features),
+                len(tokens),
+            )
+        if stats.clipped_words:
+            logger.warning(
+                "%d word(s) have more subword pieces than fit in max_seq_length=%d (first: %s); "
+                "each keeps its first pieces, which carry its label and prediction.",
+                stats.clipped_words,
+                self.max_seq_length,
+                stats.example,
+            )
+        if stats.untokenized_words:
+            logger.warning(
+                "%d word(s) yield no subword token (e.g. lone zero-width characters); they are "
+                "predicted as %r.",
+                stats.untokenized_words,
+                self.fallback_label,
+            )
+        return features
+
+    def _warn_scheme_violations(self, tags: list[list[str]]) -> None:
+        if self.scheme is None:
+            return
+        count = sentences = 0
+        example = ""
+        for i, sentence in enumerate(tags):
+            bad = self.scheme.violations(sentence)
+            if bad:
+                count += len(bad)
+                sentences += 1
+                if not example:
+                    j = bad[0]
+                    prev = sentence[j - 1] if j > 0 else "<start>"
+                    cur = sentence[j] if j < len(sentence) else "<end>"
+                    example = f"example {i}, word {j}: {prev!r} -> {cur!r}"
+        if count:
+            logger.warning(
+                "%d gold tag transition(s) in %d sentence(s) break the %s scheme (first: %s). "
+                "Strict-mode metrics will not read those chunks as annotated; "
+                "check scheme=... or the data.",
+                count,
+                sentences,
+                self.scheme.name,
+                example,
+            )
+
+    # --- jitted parts --------------------------------------------------------------------
+    def loss(self, logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Masked softmax cross-entropy in float32: (sum over labels != -100, their count)."""
+        mask = labels != IGNORE_INDEX
+        per_token = optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), jnp.where(mask, labels, 0)
+        )
+        return jnp.sum(jnp.where(mask, per_token, 0.0)), jnp.sum(mask, dtype=jnp.float32)
+
+    def predict_step(self, logits: jax.Array) -> dict[str, jax.Array]:
+        """Per token: argmax label (int32) and its softmax probability (float32)."""
+        logits = logits.astype(jnp.float32)
+        return {
+            "predictions": jnp.argmax(logits, axis=-1).astype(jnp.int32),
+            "scores": jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1),
+        }
+
+    # --- back to words -------------------------------------------------------------------
+    def word_predictions(
+        self, dataset: Any, features: Sequence[dict], outputs: Sequence[Mapping[str, np.ndarray]]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per example: label id and score of each word, from the token that owns it."""
+        if len(features) != len(outputs):
+            raise ValueError(f"{len(features)} features but {len(outputs)} outputs.")
+        if dataset is None:
+            n_examples = max((f["example_index"] + 1 for f in features), default=0)
+        else:
+            n_examples = len(dataset["tokens"] if isinstance(dataset, Mapping) else dataset)
+        fallback = self._label2id[self.fallback_label]
+        preds: list[np.ndarray | None] = [None] * n_examples
+        scores: list[np.ndarray | None] = [None] * n_examples
+        seen: list[np.ndarray | None] = [None] * n_examples
+        for feature, output in zip(features, outputs):
+            i = feature["example_index"]
+            if not 0 <= i < n_examples:
+                raise ValueError(
+                    f"A feature of example {i} is not from this {n_examples}-example dataset."
+                )
+            if preds[i] is None:
+                preds[i] = np.full(feature["num_words"], fallback, np.int32)
+                scores[i] = np.zeros(feature["num_words"], np.float32)
+                seen[i] = np.zeros(feature["num_words"], np.int32)
+            mask = np.asarray(feature["prediction_mask"])
+            words = feature["word_ids"][mask]
+            preds[i][words] = np.asarray(output["predictions"])[mask]
+            if "scores" in output:
+                scores[i][words] = np.asarray(output["scores"])[mask]
+            seen[i][words] += 1
+        for i in range(n_examples):
+            if preds[i] is None:
+                raise ValueError(f"Example {i} has no feature; pass all features of the dataset.")
+            if np.any(seen[i] > 1):
+                raise AssertionError(f"Example {i}: a word is owned by more than one window.")
+        return preds, scores  # type: ignore[return-value]
+
+    def decode(
+        self, dataset: Any, features: Sequence[dict], outputs: Sequence[Mapping[str, np.ndarray]]
+    ) -> list[list[str]]:
+        """Word-level tags of every example, in dataset order."""
+        preds, _ = self.word_predictions(dataset, features, outputs)
+        return [[self.label_names[p] for p in sentence] for sentence in preds]
+
+    def decode_with_scores(
+        self, dataset: Any, features: Sequence[dict], outputs: Sequence[Mapping[str, np.ndarray]]
+    ) -> list[list[tuple[str, float]]]:
+        """Per example, per word: (tag, softmax probability of that tag)."""
+        preds, scores = self.word_predictions(dataset, features, outputs)
+        return [
+            [(self.label_names[p], float(s)) for p, s in zip(sentence, sentence_scores)]
+            for sentence, sentence_scores in zip(preds, scores)
+        ]
+
+    def format_examples(
+        self,
+        dataset: Any,
+        features: Sequence[dict],
+        outputs: Sequence[Mapping[str, np.ndarray]],
+        n: int = 3,
+    ) -> str:
+        """Markdown of the first ``n`` examples, ``word/PREDICTED``; errors in bold with the
+        gold tag (the trainer's TensorBoard callback shows it at each evaluation)."""
+        keep = [i for i, f in enumerate(features) if f["example_index"] < n]
+        predicted = self.decode(None, [features[i] for i in keep], [outputs[i] for i in keep])
+        head = (
+            dataset.select(range(min(n, len(dataset))))
+            if isinstance(dataset, datasets.Dataset)
+            else dataset
+        )
+        words, gold = self._columns(head)
+        lines = []
+        for i, tags in enumerate(predicted):
+            marked = []
+            for j, (word, tag) in enumerate(zip(words[i], tags)):
+                word = _MARKDOWN.sub(r"\\\g<0>", word)
+                if gold is not None and gold[i][j] != tag:
+                    marked.append(f"**{word}/{tag} (gold {gold[i][j]})**")
+                else:
+                    marked.append(f"{word}/{tag}")
+            lines.append(f"{i + 1}. " + " ".join(marked))
+        return "\n".join(lines)
+
+    @property
+    def pad_token_id(self) -> int:
+        """The tokenizer's padding id (0 if it has none), for padding ``input_ids``."""
+        return self.tokenizer.pad_token_id or 0
+
+    # --- metrics -------------------------------------------------------------------------
+    def compute_metrics(
+        self, dataset: Any, features: Sequence[dict], outputs: Sequence[Mapping[str, np.ndarray]]
+    ) -> dict[str, float]:
+        """Word-level metrics of the owned first-piece predictions against the gold tags."""
+        _, gold = self._columns(dataset)
+        if gold is None:
+            raise ValueError("compute_metrics needs a dataset with a 'tags' column.")
+        return self.metrics_from_tags(gold, self.decode(dataset, features, outputs))
+
+    def metrics_from_tags(
+        self, y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]
+    ) -> dict[str, float]:
+        """seqeval over word tag sequences, with this task's scheme and mode."""
+        return seqeval_metrics(
+            y_true,
+            y_pred,
+            scheme=self.scheme,
+            mode=self.mode,
+            entity_level=self.return_entity_level_metrics,
+        )
+
+
+class ChunkingTask(TokenClassificationTask):
+    """Syntactic chunking (CoNLL-2000 style NP/VP/PP chunks): seqeval on chunk tags.
+
+    The original CoNLL-2003 files tag chunks in IOB1: pass ``scheme="IOB1"`` for them.
+    """
+
+
+class PosTaggingTask(TokenClassificationTask):
+    """Part-of-speech tagging: word accuracy overall and per tag, no chunks, no seqeval.
+
+    Continuation pieces (``label_all_tokens``) take the word's own tag.
+    """
+
+    def __init__(self, label_names: Sequence[str], tokenizer: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("scheme", None)
+        super().__init__(label_names, tokenizer, **kwargs)
+
+    def metrics_from_tags(
+        self, y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]
+    ) -> dict[str, float]:
+        """``accuracy`` and ``{TAG}_accuracy`` / ``{TAG}_support`` (with entity-level metrics)."""
+        return tag_accuracy_metrics(y_true, y_pred, per_tag=self.return_entity_level_metrics)
