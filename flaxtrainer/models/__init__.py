@@ -1,0 +1,55 @@
+"""Flax NNX encoders for token classification that read and write Hugging Face checkpoints.
+
+Families (by `config.json` `model_type`): bert, roberta / xlm-roberta / camembert, distilbert,
+electra. See `docs/internals.md` for the forward contract.
+"""
+
+from flaxtrainer.models import bert, distilbert, electra, roberta  # noqa: F401  (registration)
+from flaxtrainer.models.auto import from_pretrained, load_config, read_config, save_pretrained
+from flaxtrainer.models.bert import BertConfig, BertForTokenClassification, BertModel
+from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.distilbert import (
+    DistilBertConfig,
+    DistilBertForTokenClassification,
+    DistilBertModel,
+)
+from flaxtrainer.models.electra import ElectraConfig, ElectraForTokenClassification, ElectraModel
+from flaxtrainer.models.errors import ModelLoadError
+from flaxtrainer.models.hub import resolve_model_path
+from flaxtrainer.models.layers import segment_position_ids
+from flaxtrainer.models.registry import (
+    ModelFamily,
+    family_for,
+    register_family,
+    supported_model_types,
+)
+from flaxtrainer.models.roberta import RobertaConfig, RobertaForTokenClassification, RobertaModel
+from flaxtrainer.models.token_classification import EncoderForTokenClassification
+
+__all__ = [
+    "BertConfig",
+    "BertForTokenClassification",
+    "BertModel",
+    "DistilBertConfig",
+    "DistilBertForTokenClassification",
+    "DistilBertModel",
+    "ElectraConfig",
+    "ElectraForTokenClassification",
+    "ElectraModel",
+    "EncoderConfig",
+    "EncoderForTokenClassification",
+    "ModelFamily",
+    "ModelLoadError",
+    "RobertaConfig",
+    "RobertaForTokenClassification",
+    "RobertaModel",
+    "family_for",
+    "from_pretrained",
+    "load_config",
+    "read_config",
+    "register_family",
+    "resolve_model_path",
+    "save_pretrained",
+    "segment_position_ids",
+    "supported_model_types",
+]
