@@ -1,3 +1,39 @@
-"""flaxtrainer: fine-tune Transformer encoders for token classification with JAX/Flax NNX."""
+"""flaxtrainer: fine-tune Transformer encoders for token classification with JAX/Flax NNX.
+
+``FlaxTrainer``, ``TrainingArguments``, ``TrainOutput`` and ``PredictionOutput`` are imported
+lazily on first access, so that light modules (e.g. the command line's ``--help``) do not pay
+for importing JAX.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "FlaxTrainer": "flaxtrainer.trainer",
+    "TrainOutput": "flaxtrainer.trainer",
+    "PredictionOutput": "flaxtrainer.trainer",
+    "TrainingArguments": "flaxtrainer.args",
+}
+
+__all__ = ["FlaxTrainer", "PredictionOutput", "TrainOutput", "TrainingArguments", "__version__"]
+
+if TYPE_CHECKING:
+    from flaxtrainer.args import TrainingArguments
+    from flaxtrainer.trainer import FlaxTrainer, PredictionOutput, TrainOutput
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flaxtrainer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,89 @@
+"""EarlyStopping: stop training when an evaluation metric stops improving."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any, Literal
+
+from flaxtrainer.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from flaxtrainer.trainer import FlaxTrainer
+
+logger = logging.getLogger(__name__)
+
+
+class EarlyStopping(Callback):
+    """Stop after ``patience`` evaluations in a row without improvement.
+
+    An evaluation improves when ``metric`` beats the best value so far by more than
+    ``threshold`` (above it for ``mode="max"``, below for ``"min"``). ``metric`` is looked up as
+    given, then with the ``eval_`` prefix (``"f1"`` finds ``eval_f1``). The best value and the
+    patience counter are in ``state_dict()``, so a resumed run stops where the original would.
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        patience: int = 3,
+        threshold: float = 0.0,
+        mode: Literal["max", "min"] = "max",
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"EarlyStopping: mode must be 'max' or 'min', got {mode!r}.")
+        if patience < 1:
+            raise ValueError(f"EarlyStopping: patience must be >= 1, got {patience}.")
+        if threshold < 0:
+            raise ValueError(f"EarlyStopping: threshold must be >= 0, got {threshold}.")
+        self.metric = metric
+        self.patience = patience
+        self.threshold = threshold
+        self.mode = mode
+        self.best: float | None = None
+        self.counter = 0
+        self.stopped_at: int | None = None
+
+    def _value(self, metrics: dict[str, float]) -> float:
+        for key in (self.metric, f"eval_{self.metric}"):
+            if key in metrics:
+                return float(metrics[key])
+        raise KeyError(
+            f"EarlyStopping: metric {self.metric!r} is not among the evaluation metrics "
+            f"{sorted(metrics)}; pass one of them."
+        )
+
+    def _improves(self, value: float) -> bool:
+        if self.best is None:
+            return not math.isnan(value)
+        if self.mode == "max":
+            return value > self.best + self.threshold
+        return value < self.best - self.threshold
+
+    def on_evaluate(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+        if not trainer.is_training:
+            return  # a stand-alone evaluate() is no signal for an early stop
+        value = self._value(metrics)
+        if self._improves(value):
+            self.best = value
+            self.counter = 0
+            return
+        self.counter += 1
+        if self.counter >= self.patience:
+            self.stopped_at = trainer.state.global_step
+            trainer.control.should_training_stop = True
+            logger.info(
+                "Early stopping at step %d: %s did not improve on %s for %d evaluations.",
+                trainer.state.global_step,
+                self.metric,
+                self.best,
+                self.counter,
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "counter": self.counter, "stopped_at": self.stopped_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+        self.counter = int(state.get("counter", 0))
+        self.stopped_at = state.get("stopped_at")

@@ -1,0 +1,115 @@
+"""TensorBoard: training curves, evaluation metrics, hyper-parameters and example predictions."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from typing import TYPE_CHECKING, Any
+
+from flaxtrainer.callbacks.base import Callback
+from flaxtrainer.writers import MetricWriter, create_writer
+
+if TYPE_CHECKING:
+    from flaxtrainer.trainer import FlaxTrainer
+
+logger = logging.getLogger(__name__)
+
+
+class TensorBoard(Callback):
+    """Write TensorBoard events under ``log_dir`` (default ``args.logging_dir``), process 0 only.
+
+    The event file is open from ``on_train_begin`` to ``on_train_end``; an ``evaluate`` or
+    ``predict`` outside training writes to a file of its own, closed right away.
+
+    - training logs -> ``train/<key>`` (``train/loss``, ``train/learning_rate``,
+      ``train/grad_norm``, ``train/tokens_per_second``, ``train/epoch``, ...) at the global step;
+    - evaluation metrics ``<prefix>_<name>`` -> ``<prefix>/<name>`` (``eval/f1``, ``eval/loss``);
+    - prediction metrics -> ``test/...`` likewise;
+    - hyper-parameters once (HPARAMS tab plus the full arguments as text);
+    - at each evaluation, if the task has ``format_examples(dataset, features, outputs, n)``
+      returning markdown, a text summary of ``num_examples`` predicted sentences.
+    """
+
+    def __init__(self, log_dir: str | None = None, num_examples: int = 3) -> None:
+        self.log_dir = log_dir
+        self.num_examples = num_examples
+        self.writer: MetricWriter | None = None
+        self._hparams_written = False
+
+    def _writer(self, trainer: FlaxTrainer) -> MetricWriter:
+        if self.writer is None:
+            self.writer = create_writer(self.log_dir or trainer.args.logging_dir)
+        return self.writer
+
+    def on_train_begin(self, trainer: FlaxTrainer) -> None:
+        writer = self._writer(trainer)
+        if not self._hparams_written:
+            tags = ["train/loss"]
+            if trainer.args.eval_strategy != "no":
+                tags.append("eval/loss")
+            writer.write_hparams(trainer.args.to_dict(), tuple(tags))
+            self._hparams_written = True
+
+    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+        if "loss" not in logs:
+            return  # evaluation metrics are written by on_evaluate
+        scalars = {f"train/{k}": v for k, v in logs.items() if _is_number(v)}
+        self._writer(trainer).write_scalars(trainer.state.global_step, scalars)
+
+    def on_evaluate(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+        writer = self._writer(trainer)
+        step = trainer.state.global_step
+        writer.write_scalars(step, _by_prefix(metrics))
+        text = self._examples(trainer)
+        if text:
+            writer.write_text(step, "eval/examples", text)
+        self._end_of_event(trainer)
+
+    def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+        self._writer(trainer).write_scalars(trainer.state.global_step, _by_prefix(metrics))
+        self._end_of_event(trainer)
+
+    def _end_of_event(self, trainer: FlaxTrainer) -> None:
+        """Flush during training; outside it, close, so that the events are surely on disk."""
+        if trainer.is_training:
+            self.writer.flush()
+        else:
+            self._close()
+
+    def _examples(self, trainer: FlaxTrainer) -> str | None:
+        format_examples = getattr(trainer.task, "format_examples", None)
+        evaluation = trainer.last_evaluation
+        if format_examples is None or evaluation is None or self.num_examples < 1:
+            return None
+        try:
+            return format_examples(
+                evaluation.dataset, evaluation.features, evaluation.outputs, n=self.num_examples
+            )
+        except Exception:  # noqa: BLE001 - a summary must never kill a training run
+            logger.exception("task.format_examples failed; no example predictions written")
+            return None
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def on_train_end(self, trainer: FlaxTrainer) -> None:
+        self._close()
+
+    def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
+        self._close()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _by_prefix(metrics: dict[str, Any]) -> dict[str, float]:
+    """``eval_f1`` -> ``eval/f1``: TensorBoard groups tags by the part before ``/``."""
+    out = {}
+    for key, value in metrics.items():
+        if _is_number(value):
+            prefix, _, name = key.partition("_")
+            out[f"{prefix}/{name}" if name else key] = value
+    return out

@@ -1,0 +1,90 @@
+"""Optimizer and learning-rate schedule from TrainingArguments (optax).
+
+AdamW (or Adafactor) after global-norm clipping; weight decay is masked off biases and
+normalisation scales, recognised by parameter *kind* (the leaf name ``bias`` / ``scale``),
+not by model-specific paths, so it holds for every encoder family.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+from flaxtrainer.args import TrainingArguments
+
+NO_DECAY_NAMES = frozenset({"bias", "scale"})
+
+
+def path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
+    """Readable names of a pytree key path, without NNX's trailing ``value`` attribute."""
+    names = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                names.append(str(getattr(key, attr)))
+                break
+        else:
+            names.append(str(key))
+    if names and names[-1] == "value":
+        names.pop()
+    return tuple(names)
+
+
+def decay_mask(params: Any) -> Any:
+    """``True`` for parameters that get weight decay: all but biases and norm scales."""
+
+    def decays(path: tuple[Any, ...], _: Any) -> bool:
+        names = path_names(path)
+        return not names or names[-1] not in NO_DECAY_NAMES
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_schedule(args: TrainingArguments, total_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 to ``learning_rate``, then linear/cosine decay to 0 or constant.
+
+    The schedule is indexed by the number of optimizer updates already applied.
+    """
+    peak = args.learning_rate
+    warmup = args.warmup_steps_for(total_steps)
+    decay_steps = max(total_steps - warmup, 1)
+    if args.lr_scheduler_type == "linear":
+        decay = optax.linear_schedule(peak, 0.0, decay_steps)
+    elif args.lr_scheduler_type == "cosine":
+        decay = optax.cosine_decay_schedule(peak, decay_steps)
+    elif args.lr_scheduler_type == "constant":
+        decay = optax.constant_schedule(peak)
+    else:  # validated by TrainingArguments
+        raise ValueError(f"Unknown lr_scheduler_type {args.lr_scheduler_type!r}.")
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+def make_optimizer(
+    args: TrainingArguments, schedule: optax.Schedule
+) -> optax.GradientTransformation:
+    """Global-norm clipping (``max_grad_norm`` > 0), then AdamW or Adafactor with ``schedule``.
+
+    Weight decay is decoupled and scaled by the learning rate (as PyTorch/HF AdamW).
+    """
+    if args.adafactor:
+        optimizer = optax.adafactor(
+            learning_rate=schedule,
+            weight_decay_rate=args.weight_decay or None,
+            weight_decay_mask=decay_mask,
+        )
+    else:
+        optimizer = optax.adamw(
+            learning_rate=schedule,
+            b1=args.adam_beta1,
+            b2=args.adam_beta2,
+            eps=args.adam_epsilon,
+            weight_decay=args.weight_decay,
+            mask=decay_mask,
+        )
+    if args.max_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(args.max_grad_norm), optimizer)
+    return optimizer

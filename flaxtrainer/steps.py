@@ -1,0 +1,182 @@
+"""The pure, jitted step functions: one optimizer update, one evaluation batch.
+
+The model enters as ``(graphdef, params, rest)`` from ``nnx.split(model, nnx.Param, ...)`` and
+is merged inside the step, so the functions are pure and the train state can be donated.
+``rest`` (non-parameter state) is treated as constant. Loss sums and counts are global: under
+``jit`` a ``jnp.sum`` over the batch-sharded array reduces over all devices, and gradient
+accumulation sums (loss, count, gradient of the loss sum) over micro-batches and divides by the
+global count once, so every update equals the one of a single large batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh
+
+from flaxtrainer.sharding import batch_sharding, replicated
+
+Batch = dict[str, jax.Array]
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything an update changes; donated to the train step.
+
+    ``step`` counts optimizer updates already applied (it also seeds dropout).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+    @classmethod
+    def create(cls, params: Any, tx: optax.GradientTransformation) -> TrainState:
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def zero_metrics() -> dict[str, jax.Array]:
+    """On-device accumulators of a logging window (summed over its steps)."""
+    return {
+        "loss_sum": jnp.zeros((), jnp.float32),
+        "count": jnp.zeros((), jnp.int32),
+        "grad_norm_sum": jnp.zeros((), jnp.float32),
+        "steps": jnp.zeros((), jnp.int32),
+    }
+
+
+def cast_floating(tree: Any, dtype: jnp.dtype | None) -> Any:
+    """Cast floating leaves to ``dtype`` (the compute copy of fp32 master weights)."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+def _forward(
+    graphdef: nnx.GraphDef,
+    params: Any,
+    rest: Any,
+    batch: Batch,
+    input_names: Sequence[str],
+    compute_dtype: jnp.dtype | None,
+    dropout_key: jax.Array | None,
+) -> jax.Array:
+    """Float32 logits of the merged model; dropout on iff ``dropout_key`` is given.
+
+    The model gets those of ``input_names`` that the batch holds (the features decide).
+    """
+    model = nnx.merge(graphdef, cast_floating(params, compute_dtype), rest)
+    inputs = {name: batch[name] for name in input_names if name in batch}
+    if dropout_key is None:
+        logits = model(**inputs, deterministic=True)
+    else:
+        logits = model(**inputs, deterministic=False, rngs=nnx.Rngs(dropout=dropout_key))
+    return logits.astype(jnp.float32)
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    loss_fn: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
+    tx: optax.GradientTransformation,
+    *,
+    input_names: Sequence[str],
+    seed: int,
+    compute_dtype: jnp.dtype | None = None,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array], jax.Array]]:
+    """``step(state, rest, metrics, batch) -> (state, metrics, done)``: one optimizer update.
+
+    ``batch`` arrays are ``[accum, rows, width]``; the ``accum`` micro-batches are scanned,
+    summing loss, label count and the gradient of the loss *sum*; then the gradient is divided
+    by the global count. Dropout key: ``fold_in(key(seed), step)`` (and the micro-batch index
+    when accumulating), drawn for the global batch, so it does not depend on device count.
+    ``metrics`` accumulate on device until the trainer fetches them at a logging step. ``done``
+    is a fresh scalar (the new step) the host may wait on to bound how far it runs ahead.
+    """
+
+    def loss_sum_and_count(params, rest, micro, key):
+        logits = _forward(graphdef, params, rest, micro, input_names, compute_dtype, key)
+        loss_sum, count = loss_fn(logits, micro["labels"])
+        return loss_sum.astype(jnp.float32), count.astype(jnp.int32)
+
+    grad_fn = jax.value_and_grad(loss_sum_and_count, has_aux=True)
+
+    def step(state: TrainState, rest: Any, metrics: dict[str, jax.Array], batch: Batch):
+        key = jax.random.fold_in(jax.random.key(seed), state.step)
+        accum = next(iter(batch.values())).shape[0]
+        if accum == 1:
+            micro = {k: v[0] for k, v in batch.items()}
+            (loss_sum, count), grad_sum = grad_fn(state.params, rest, micro, key)
+        else:
+
+            def body(carry, xs):
+                index, micro = xs
+                (l_sum, n), g = grad_fn(state.params, rest, micro, jax.random.fold_in(key, index))
+                g_acc, l_acc, n_acc = carry
+                return (jax.tree.map(jnp.add, g_acc, g), l_acc + l_sum, n_acc + n), None
+
+            init = (
+                jax.tree.map(jnp.zeros_like, state.params),
+                jnp.zeros((), jnp.float32),
+                jnp.zeros((), jnp.int32),
+            )
+            (grad_sum, loss_sum, count), _ = jax.lax.scan(body, init, (jnp.arange(accum), batch))
+        denominator = jnp.maximum(count, 1).astype(jnp.float32)
+        grads = jax.tree.map(lambda g: g / denominator, grad_sum)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        new_metrics = {
+            "loss_sum": metrics["loss_sum"] + loss_sum,
+            "count": metrics["count"] + count,
+            "grad_norm_sum": metrics["grad_norm_sum"] + grad_norm,
+            "steps": metrics["steps"] + 1,
+        }
+        return new_state, new_metrics, new_state.step + 0
+
+    return step
+
+
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    loss_fn: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
+    predict_fn: Callable[[jax.Array], dict[str, jax.Array]],
+    *,
+    input_names: Sequence[str],
+    compute_dtype: jnp.dtype | None = None,
+) -> Callable[..., tuple[dict[str, jax.Array], jax.Array, jax.Array]]:
+    """``step(params, rest, batch) -> (outputs, loss_sum, count)`` for one ``[rows, width]`` batch.
+
+    Returning sums and counts (not means) keeps averages over batches and devices exact.
+    """
+
+    def step(params: Any, rest: Any, batch: Batch):
+        logits = _forward(graphdef, params, rest, batch, input_names, compute_dtype, None)
+        loss_sum, count = loss_fn(logits, batch["labels"])
+        return predict_fn(logits), loss_sum.astype(jnp.float32), count.astype(jnp.int32)
+
+    return step
+
+
+def jit_train_step(step: Callable, mesh: Mesh) -> Callable:
+    """Jit with replicated state/metrics, batch rows (axis 1) on ``"data"``; state and metrics
+    are donated."""
+    rep = replicated(mesh)
+    return jax.jit(
+        step,
+        in_shardings=(rep, rep, rep, batch_sharding(mesh, batch_axis=1)),
+        out_shardings=(rep, rep, rep),
+        donate_argnums=(0, 2),
+    )
+
+
+def jit_eval_step(step: Callable, mesh: Mesh) -> Callable:
+    """Jit with replicated params, batch rows (axis 0) on ``"data"``."""
+    rep = replicated(mesh)
+    return jax.jit(step, in_shardings=(rep, rep, batch_sharding(mesh, batch_axis=0)))

@@ -1,0 +1,694 @@
+"""FlaxTrainer: data-parallel train / evaluate / predict loops around an NNX model and a Task.
+
+The trainer owns the loop, the mesh, the jitted steps, precision, the optimizer and schedule,
+checkpoint I/O and the callback events; the ``Task`` owns everything problem-specific
+(features, loss, metrics, decoding) and the model only computes logits.
+
+How a run flows (see ``docs/internals.md`` for the contracts):
+
+- ``nnx.split(model, nnx.Param, ...)`` gives ``(graphdef, params, rest)``; parameters (fp32
+  master weights) and optimizer state are replicated over a 1-D ``"data"`` mesh, each batch is
+  split over it, and the pure step functions (``steps.py``) merge the model inside ``jit``.
+- Features from ``task.prepare`` are padded to a few bucket widths (``batching.py``); the
+  training order is a pure function of ``(seed, epoch)``; evaluation sees every feature once.
+- Step metrics (loss sum, label count, grad norm) accumulate on device and reach the host only
+  at logging steps; the host runs at most two steps ahead of the device.
+- After ``train()`` the trained parameters are written back into ``self.model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from flaxtrainer.args import TrainingArguments
+from flaxtrainer.batching import Batcher, HostBatch, LengthGroupedSampler, bucket_widths, eval_plan
+from flaxtrainer.callbacks import Callback, CallbackList, ProgressBar, TensorBoard
+from flaxtrainer.optim import make_optimizer, make_schedule
+from flaxtrainer.sharding import (
+    data_parallel_size,
+    make_mesh,
+    prefetch_to_device,
+    put_batch,
+    replicate,
+    replicated,
+    to_host,
+)
+from flaxtrainer.state import TrainerControl, TrainerState
+from flaxtrainer.steps import (
+    TrainState,
+    jit_eval_step,
+    jit_train_step,
+    make_eval_step,
+    make_train_step,
+    zero_metrics,
+)
+
+if TYPE_CHECKING:
+    from flaxtrainer.checkpointing import Checkpointer
+    from flaxtrainer.tasks import Task
+
+logger = logging.getLogger(__name__)
+
+#: Version of the checkpoint ``meta`` layout written by ``_save_checkpoint``.
+CHECKPOINT_META_VERSION = 1
+
+
+class TrainOutput(NamedTuple):
+    global_step: int
+    training_loss: float
+    metrics: dict[str, float]
+
+
+class PredictionOutput(NamedTuple):
+    """``predictions``: ``task.decode`` output (word-level tags per example); ``label_ids``: each
+    feature's token labels (unpadded, -100 where no label); ``metrics``: prefixed metrics."""
+
+    predictions: Any
+    label_ids: list[np.ndarray]
+    metrics: dict[str, float]
+
+
+class EvalLoopOutput(NamedTuple):
+    """One pass over a dataset: ``outputs[i]`` are ``task.predict_step`` arrays of feature ``i``
+    cut to its length, as numpy. Kept as ``trainer.last_evaluation`` for callbacks."""
+
+    dataset: Any
+    features: Sequence[dict[str, Any]]
+    outputs: list[dict[str, np.ndarray]]
+    metrics: dict[str, float]
+
+
+@dataclass
+class _Totals:
+    """Host counters over a span of training (the run, a session, a logging window)."""
+
+    loss_sum: float = 0.0
+    count: int = 0
+    real_tokens: int = 0
+    computed_tokens: int = 0
+    samples: int = 0
+    start: float = field(default_factory=time.perf_counter, compare=False)
+
+    def add_batch(self, batch: HostBatch) -> None:
+        self.real_tokens += batch.real_tokens
+        self.computed_tokens += batch.computed_tokens
+        self.samples += int((batch.indices >= 0).sum())
+
+    def counters(self) -> dict[str, float]:
+        """The counters, for checkpoint meta (``start`` is a clock reading: not saved)."""
+        return {k: v for k, v in asdict(self).items() if k != "start"}
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.computed_tokens if self.computed_tokens else float("nan")
+
+
+class FlaxTrainer:
+    """Fine-tunes ``model`` on ``task`` with data parallelism over all devices.
+
+    Args:
+        model: an ``nnx.Module`` returning logits ``[batch, seq, num_labels]`` when called with
+            the task's model inputs and ``deterministic=``/``rngs=`` (see docs/internals.md).
+            Its non-``nnx.Param`` state is treated as constant.
+        task: a ``Task``: ``prepare``, ``loss`` (sum, count), ``predict_step``,
+            ``compute_metrics``, ``decode``; optional ``max_seq_length`` (largest padded width),
+            ``pad_token_id`` and ``format_examples`` (markdown for TensorBoard).
+        args: ``TrainingArguments``.
+        train_dataset, eval_dataset: datasets given to ``task.prepare``.
+        callbacks: ``Callback`` instances or classes, after the defaults (TensorBoard unless
+            ``report_to="none"``, ProgressBar unless ``disable_tqdm``; a default is skipped when
+            an instance of its class is given).
+        tokenizer: optional; its ``pad_token_id`` pads ``input_ids`` if the task has none.
+        mesh / devices: override the mesh (default: every device), e.g. ``devices=jax.devices()[:1]``.
+
+    With ``args.dtype="bfloat16"`` the forward and backward passes run on a bf16 copy of the fp32
+    master parameters (build the model with ``dtype=jnp.bfloat16`` too, so activations are bf16);
+    logits are cast to fp32 before the loss, and updates apply to the fp32 parameters.
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        task: Task,
+        args: TrainingArguments,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        callbacks: Iterable[Callback | type[Callback]] | None = None,
+        tokenizer: Any = None,
+        *,
+        mesh: Mesh | None = None,
+        devices: Sequence[jax.Device] | None = None,
+    ) -> None:
+        if mesh is not None and devices is not None:
+            raise ValueError("FlaxTrainer: pass mesh or devices, not both.")
+        self.model = model
+        self.task = task
+        self.args = args
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.tokenizer = tokenizer
+        self.mesh = mesh if mesh is not None else make_mesh(devices)
+        self.num_devices = data_parallel_size(self.mesh)
+        self.compute_dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
+
+        if not jax.config.jax_threefry_partitionable:
+            logger.warning(
+                "jax_threefry_partitionable is off: dropout masks will depend on the device count. "
+                "Enable it with jax.config.update('jax_threefry_partitionable', True)."
+            )
+        self.graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+        self._rest = replicate(rest, self.mesh)
+        self.callbacks = CallbackList(self._with_defaults(CallbackList(callbacks or ()).callbacks))
+        self.state = TrainerState()
+        self.control = TrainerControl()
+        self.is_training = False
+        self.last_evaluation: EvalLoopOutput | None = None
+        self.checkpointer: Checkpointer | None = None
+
+        self._prepared: dict[int, tuple[Any, Sequence[dict[str, Any]], Batcher]] = {}
+        self._train_shapes: set[tuple[int, ...]] = set()
+        self._eval_shapes: set[tuple[int, ...]] = set()
+        self._train_state: TrainState | None = None
+        self._train_step: Any = None
+        self._metrics: dict[str, jax.Array] | None = None
+        self._schedule = None
+        self._totals = _Totals()
+        self._window = _Totals()
+        self._input_names = tuple(task.model_input_names)
+        self._eval_step = jit_eval_step(
+            make_eval_step(
+                self.graphdef,
+                task.loss,
+                task.predict_step,
+                input_names=self._model_inputs(),
+                compute_dtype=self.compute_dtype,
+            ),
+            self.mesh,
+        )
+
+    # ------------------------------------------------------------------------- properties
+    @property
+    def train_batch_size(self) -> int:
+        """Global rows per micro-batch: per-device size times device count."""
+        return self.args.per_device_train_batch_size * self.num_devices
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.args.per_device_eval_batch_size * self.num_devices
+
+    @property
+    def train_compiled_shapes(self) -> int:
+        """Distinct batch shapes given to the jitted train step, i.e. its compilations (its other
+        inputs keep their shapes and shardings); ``train_step._cache_size()`` agrees."""
+        return len(self._train_shapes)
+
+    def learning_rate_at(self, updates_done: int) -> float:
+        """Learning rate of the update applied after ``updates_done`` updates (host-side)."""
+        if self._schedule is None:
+            return float(self.args.learning_rate)
+        return float(self._schedule(max(updates_done, 0)))
+
+    # -------------------------------------------------------------------------------- train
+    def train(self) -> TrainOutput:
+        """Train for ``max_steps`` updates (or ``num_train_epochs``); returns loss and metrics.
+
+        Evaluates, logs and saves on the ``TrainingArguments`` cadence; resumes exactly from
+        ``args.resume_from_checkpoint``; writes the trained parameters back into ``self.model``.
+        """
+        sampler, batcher = self._init_training()
+        self._maybe_resume()
+        start_step, session, start = self.state.global_step, _Totals(), time.perf_counter()
+        self.is_training = True
+        try:
+            self.callbacks.on_train_begin(self)
+            self._train_loop(sampler, batcher, session)
+            if self.args.load_best_model_at_end:
+                self._load_best_model()
+        except BaseException as exc:
+            self.is_training = False
+            self.callbacks.on_exception(self, exc)
+            self._close_checkpointer()
+            raise
+        self.is_training = False
+        self._close_checkpointer()
+        nnx.update(self.model, self._train_state.params)
+
+        runtime = time.perf_counter() - start
+        training_loss = self._totals.loss_sum / max(self._totals.count, 1)
+        metrics = {
+            "train_runtime": runtime,
+            "train_samples_per_second": session.samples / runtime,
+            "train_steps_per_second": (self.state.global_step - start_step) / runtime,
+            "train_tokens_per_second": session.real_tokens / runtime,
+            "train_loss": training_loss,
+            "padding_efficiency": session.padding_efficiency,
+            "train_compiled_shapes": self.train_compiled_shapes,
+            "epoch": self.state.epoch,
+        }
+        self.state.log_history.append({**metrics, "step": self.state.global_step})
+        self.callbacks.on_train_end(self)
+        return TrainOutput(self.state.global_step, training_loss, metrics)
+
+    def _init_training(self) -> tuple[LengthGroupedSampler, Batcher]:
+        """Check inputs; build sampler, schedule, optimizer, jitted step, train state, TrainerState."""
+        args = self.args
+        if self.train_dataset is None:
+            raise ValueError(
+                "FlaxTrainer.train() needs a train_dataset; pass it to FlaxTrainer(...)."
+            )
+        if args.eval_strategy != "no" and self.eval_dataset is None:
+            raise ValueError(
+                f"eval_strategy={args.eval_strategy!r} evaluates during training but no "
+                "eval_dataset was given: pass eval_dataset, or set eval_strategy='no'."
+            )
+        _, _, batcher = self._prepare(self.train_dataset)
+        accum = args.gradient_accumulation_steps
+        sampler = LengthGroupedSampler(
+            batcher.lengths,
+            self.train_batch_size * accum,
+            args.seed,
+            group_by_length=len(batcher.widths) > 1,
+        )
+        steps_per_epoch = len(sampler)
+        if args.max_steps > 0:
+            max_steps = args.max_steps
+        else:
+            max_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+        self._schedule = make_schedule(args, max_steps)
+        tx = make_optimizer(args, self._schedule)
+        self._train_step = jit_train_step(
+            make_train_step(
+                self.graphdef,
+                self.task.loss,
+                tx,
+                input_names=self._model_inputs(),
+                seed=args.seed,
+                compute_dtype=self.compute_dtype,
+            ),
+            self.mesh,
+        )
+        # A fresh copy: the train state is donated, and must never alias the model's arrays.
+        params = jax.device_put(self._master_params(), replicated(self.mesh), may_alias=False)
+        self._train_state = replicate(TrainState.create(params, tx), self.mesh)
+        self._metrics = replicate(zero_metrics(), self.mesh)
+        self._train_shapes = set()
+        self._totals = _Totals()
+        self.state = TrainerState(
+            max_steps=max_steps,
+            num_train_epochs=math.ceil(max_steps / steps_per_epoch),
+            steps_per_epoch=steps_per_epoch,
+            logging_steps=args.logging_steps,
+            eval_steps=args.eval_steps,
+            save_steps=args.save_steps,
+            train_batch_size=self.train_batch_size * accum,
+            is_world_process_zero=jax.process_index() == 0,
+        )
+        self.control.reset()
+        return sampler, batcher
+
+    def _train_loop(
+        self, sampler: LengthGroupedSampler, batcher: Batcher, session: _Totals
+    ) -> None:
+        """Epochs of steps until ``max_steps`` or a stop; log / evaluate / save on the cadence."""
+        state, control, train_step = self.state, self.control, self._train_step
+        accum = self.args.gradient_accumulation_steps
+        rows = self.train_batch_size * accum
+        self._window = _Totals()
+        in_flight: deque[jax.Array] = deque()
+        while state.global_step < state.max_steps and not control.should_training_stop:
+            epoch = state.epoch_index
+            self.callbacks.on_epoch_begin(self)
+            host_batches = (
+                batcher.batch(indices, rows, leading=(accum,))
+                for _, indices in sampler.iter_epoch(epoch, state.step_in_epoch)
+            )
+            for host, device in prefetch_to_device(host_batches, self._put_train_batch, size=2):
+                self.callbacks.on_step_begin(self)
+                self._train_state, self._metrics, done = train_step(
+                    self._train_state, self._rest, self._metrics, device
+                )
+                self._record_shape(self._train_shapes, host.shape)
+                # Run at most 2 steps ahead of the device: keeps host memory bounded and the
+                # progress bar honest; unbounded dispatch of collective programs also
+                # deadlocked XLA:CPU with 8 host devices (observed, rendezvous timeout).
+                in_flight.append(done)
+                if len(in_flight) > 2:
+                    in_flight.popleft().block_until_ready()
+                state.global_step += 1
+                state.step_in_epoch += 1
+                state.epoch = epoch + state.step_in_epoch / state.steps_per_epoch
+                state.num_input_tokens_seen += host.real_tokens
+                self._window.add_batch(host)
+                session.add_batch(host)
+                self._set_cadence_flags(end_of_epoch=state.step_in_epoch == state.steps_per_epoch)
+                self.callbacks.on_step_end(self)
+                self._act_on_flags()
+                if control.should_training_stop or state.global_step >= state.max_steps:
+                    break
+            if state.step_in_epoch >= state.steps_per_epoch:
+                state.epoch_index += 1
+                state.step_in_epoch = 0
+            self.callbacks.on_epoch_end(self)
+
+    def _act_on_flags(self) -> None:
+        """Log, then evaluate, then save, as the flags say; then clear the per-step flags."""
+        control = self.control
+        if control.should_log:
+            self._log_window()
+        paused = time.perf_counter()
+        metrics = None
+        if control.should_evaluate:
+            metrics = self.evaluate()
+            self._update_best(metrics)
+        if control.should_save:
+            self._save_checkpoint(metrics)
+        self._window.start += time.perf_counter() - paused  # throughput excludes eval and save
+        control._new_step()
+
+    def _set_cadence_flags(self, end_of_epoch: bool) -> None:
+        """Flags from the arguments' cadence, set before ``on_step_end`` so callbacks may veto."""
+        args, step, control = self.args, self.state.global_step, self.control
+        last = step >= self.state.max_steps
+        if step % args.logging_steps == 0 or last:
+            control.should_log = True
+        if args.eval_strategy == "steps" and step % args.eval_steps == 0:
+            control.should_evaluate = True
+        if args.eval_strategy == "epoch" and (end_of_epoch or last):
+            control.should_evaluate = True
+        if args.save_strategy == "steps" and (
+            (args.save_steps and step % args.save_steps == 0) or last
+        ):
+            control.should_save = True
+        if args.save_strategy == "epoch" and (end_of_epoch or last):
+            control.should_save = True
+
+    def _log_window(self) -> None:
+        """Fetch the on-device window sums (the only per-window sync), log them, start a new
+        window."""
+        metrics = to_host(self._metrics)
+        window, seconds = self._window, time.perf_counter() - self._window.start
+        self._metrics = replicate(zero_metrics(), self.mesh)
+        self._window = _Totals()
+        loss_sum, count = float(metrics["loss_sum"]), int(metrics["count"])
+        self._totals.loss_sum += loss_sum
+        self._totals.count += count
+        self.log(
+            {
+                "loss": loss_sum / max(count, 1),
+                "learning_rate": self.learning_rate_at(self.state.global_step - 1),
+                "grad_norm": float(metrics["grad_norm_sum"]) / max(int(metrics["steps"]), 1),
+                "tokens_per_second": window.real_tokens / max(seconds, 1e-9),
+                "padding_efficiency": window.padding_efficiency,
+                "compiled_shapes": self.train_compiled_shapes,
+            }
+        )
+
+    def _update_best(self, metrics: dict[str, float]) -> None:
+        key = self.args.best_metric_key
+        if key is None or key not in metrics:
+            return
+        value, best = metrics[key], self.state.best_metric
+        if best is None or (value > best if self.args.greater_is_better else value < best):
+            self.state.best_metric = value
+            self.state.best_global_step = self.state.global_step
+
+    # ------------------------------------------------------------------ evaluate / predict
+    def evaluate(self, dataset: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Metrics of the current parameters on ``dataset`` (default ``eval_dataset``).
+
+        Returns the task's metrics plus ``loss``, ``samples`` (examples), ``runtime`` and
+        ``samples_per_second``, each prefixed ``{metric_key_prefix}_``; logs them and fires
+        ``on_evaluate``.
+        """
+        dataset = self.eval_dataset if dataset is None else dataset
+        if dataset is None:
+            raise ValueError(
+                "FlaxTrainer.evaluate() needs a dataset: pass one, or eval_dataset to FlaxTrainer."
+            )
+        result = self._evaluation_loop(dataset, metric_key_prefix)
+        self.last_evaluation = result
+        self.log(result.metrics)
+        self.callbacks.on_evaluate(self, result.metrics)
+        return result.metrics
+
+    def predict(self, dataset: Any, metric_key_prefix: str = "test") -> PredictionOutput:
+        """Word-level predictions (``task.decode``) for ``dataset``, with metrics when it has labels."""
+        result = self._evaluation_loop(dataset, metric_key_prefix)
+        predictions = self.task.decode(dataset, result.features, result.outputs)
+        label_ids = [np.asarray(f["labels"]) for f in result.features]
+        self.callbacks.on_predict(self, result.metrics)
+        return PredictionOutput(predictions, label_ids, result.metrics)
+
+    def _evaluation_loop(self, dataset: Any, prefix: str) -> EvalLoopOutput:
+        """Every feature exactly once (last batch padded with rows that count nowhere); outputs
+        in feature order; loss = global sum / global count over all batches."""
+        start = time.perf_counter()
+        _, features, batcher = self._prepare(dataset)
+        params = self._eval_params()
+        plan = eval_plan(
+            batcher.lengths, self.eval_batch_size, sort_by_length=len(batcher.widths) > 1
+        )
+        outputs: list[dict[str, np.ndarray] | None] = [None] * len(features)
+        totals = {"loss_sum": 0.0, "count": 0}
+
+        def collect(indices: np.ndarray, result: Any) -> None:
+            batch_outputs, loss_sum, count = to_host(result)
+            totals["loss_sum"] += float(loss_sum)
+            totals["count"] += int(count)
+            for row, index in enumerate(indices):
+                if index >= 0:
+                    length = batcher.lengths[index]
+                    outputs[index] = {k: v[row, :length] for k, v in batch_outputs.items()}
+
+        pending: deque[tuple[np.ndarray, Any]] = deque()
+        for indices in plan:
+            host = batcher.batch(indices, self.eval_batch_size)
+            self._record_shape(self._eval_shapes, host.shape)
+            device_batch = put_batch(host.arrays, self.mesh)
+            pending.append((host.indices, self._eval_step(params, self._rest, device_batch)))
+            if len(pending) > 2:
+                collect(*pending.popleft())
+        while pending:
+            collect(*pending.popleft())
+
+        metrics: dict[str, float] = {}
+        if totals["count"] > 0:
+            task_metrics = self.task.compute_metrics(dataset, features, outputs)
+            metrics.update({_prefixed(prefix, k): v for k, v in task_metrics.items()})
+            metrics[f"{prefix}_loss"] = totals["loss_sum"] / totals["count"]
+        else:
+            logger.warning(
+                "%s: the dataset has no labels (all -100); only runtime is reported.", prefix
+            )
+        runtime = time.perf_counter() - start
+        samples = len(dataset) if hasattr(dataset, "__len__") else len(features)
+        metrics[f"{prefix}_samples"] = samples
+        metrics[f"{prefix}_runtime"] = runtime
+        metrics[f"{prefix}_samples_per_second"] = samples / runtime if runtime > 0 else float("nan")
+        return EvalLoopOutput(dataset, features, outputs, metrics)
+
+    # ------------------------------------------------------------------------------ logging
+    def log(self, logs: dict[str, float]) -> None:
+        """Add ``epoch``, append to ``state.log_history`` (with ``step``) and fire ``on_log``."""
+        logs = {**logs, "epoch": round(self.state.epoch, 4)}
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self.callbacks.on_log(self, logs)
+
+    # ------------------------------------------------------------------------ checkpointing
+    def _checkpoint_target(self) -> dict[str, Any]:
+        """The pytree a checkpoint holds: the train state and the unlogged window sums."""
+        return {"train_state": self._train_state, "metrics": self._metrics}
+
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_META_VERSION,
+            "trainer_state": self.state.to_dict(),
+            "callbacks": self.callbacks.state_dict(),
+            "totals": self._totals.counters(),
+            "args": self.args.to_dict(),
+        }
+
+    def _get_checkpointer(self) -> Checkpointer:
+        if self.checkpointer is None:
+            from flaxtrainer.checkpointing import CHECKPOINTS_DIRNAME, Checkpointer
+
+            self.checkpointer = Checkpointer(
+                os.path.join(self.args.output_dir, CHECKPOINTS_DIRNAME),
+                save_total_limit=self.args.save_total_limit,
+                metric_for_best_model=self.args.metric_for_best_model,
+                greater_is_better=self.args.greater_is_better,
+            )
+        return self.checkpointer
+
+    def _close_checkpointer(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+            self.checkpointer = None
+
+    def _save_checkpoint(self, metrics: dict[str, float] | None = None) -> None:
+        """Save everything an exact resume needs at the current step; fire ``on_save``.
+
+        Arrays: train state (params, optimizer state, step) and the on-device window sums.
+        Meta: TrainerState (epoch, position in epoch, log history, best metric), callbacks'
+        ``state_dict()``, host totals and the arguments. Dropout and data order derive from
+        ``(seed, step)`` and ``(seed, epoch)``, so no RNG state needs saving.
+        """
+        checkpointer = self._get_checkpointer()
+        step = self.state.global_step
+        checkpointer.save(step, self._checkpoint_target(), self._checkpoint_meta(), metrics=metrics)
+        best = checkpointer.best_step()
+        if best is not None:
+            self.state.best_model_checkpoint = str(checkpointer.best_dir / str(best))
+        self.callbacks.on_save(self, str(checkpointer.step_path(step)))
+
+    def _maybe_resume(self) -> None:
+        """Restore train state, TrainerState and callbacks from ``args.resume_from_checkpoint``."""
+        if self.args.resume_from_checkpoint is None:
+            return
+        from flaxtrainer.checkpointing import find_checkpoint, restore_checkpoint
+
+        location = find_checkpoint(self.args.output_dir, self.args.resume_from_checkpoint)
+        if location is None:
+            return
+        restored, meta, step = restore_checkpoint(location, self._checkpoint_target())
+        saved = TrainerState.from_dict(meta["trainer_state"])
+        if saved.steps_per_epoch != self.state.steps_per_epoch:
+            logger.warning(
+                "Resuming from %s: it had %d steps per epoch, this run has %d (different data or "
+                "batch size?); the data order will not match the original run.",
+                location,
+                saved.steps_per_epoch,
+                self.state.steps_per_epoch,
+            )
+        self._train_state = restored["train_state"]
+        self._metrics = restored["metrics"]
+        for name in (
+            "max_steps",
+            "num_train_epochs",
+            "steps_per_epoch",
+            "logging_steps",
+            "eval_steps",
+            "save_steps",
+            "train_batch_size",
+        ):
+            setattr(saved, name, getattr(self.state, name))
+        if saved.step_in_epoch >= saved.steps_per_epoch:
+            saved.epoch_index += 1
+            saved.step_in_epoch = 0
+        self.state = saved
+        self.callbacks.load_state_dict(meta.get("callbacks", {}))
+        self._totals = _Totals(**meta.get("totals", {}))
+        logger.info("Resumed from %s at step %d (epoch %.2f).", location, step, saved.epoch)
+
+    def _load_best_model(self) -> None:
+        """Replace the train state by the best checkpoint's (``load_best_model_at_end``)."""
+        from flaxtrainer.checkpointing import CheckpointLocation, restore_checkpoint
+
+        checkpointer = self._get_checkpointer()
+        checkpointer.wait_until_finished()
+        best = checkpointer.best_step()
+        if best is None:
+            logger.warning(
+                "load_best_model_at_end: no best checkpoint was saved; keeping the last state."
+            )
+            return
+        restored, _, _ = restore_checkpoint(
+            CheckpointLocation(checkpointer.best_dir, best), self._checkpoint_target()
+        )
+        self._train_state = restored["train_state"]
+        logger.info(
+            "Loaded the best model (step %d, %s=%s).",
+            best,
+            self.args.metric_for_best_model,
+            self.state.best_metric,
+        )
+
+    # ---------------------------------------------------------------------------- internals
+    def _with_defaults(self, callbacks: list[Callback]) -> list[Callback]:
+        defaults: list[Callback] = []
+        if self.args.report_to == "tensorboard" and not any(
+            isinstance(c, TensorBoard) for c in callbacks
+        ):
+            defaults.append(TensorBoard())
+        if not self.args.disable_tqdm and not any(isinstance(c, ProgressBar) for c in callbacks):
+            defaults.append(ProgressBar())
+        return defaults + callbacks
+
+    def _model_inputs(self) -> tuple[str, ...]:
+        """Model inputs passed to the model: the task's names (filtered per dataset by Batcher)."""
+        return self._input_names
+
+    def _prepare(self, dataset: Any) -> tuple[Any, Sequence[dict[str, Any]], Batcher]:
+        """``task.prepare`` once per dataset object, and its Batcher."""
+        cached = self._prepared.get(id(dataset))
+        if cached is not None and cached[0] is dataset:
+            return cached
+        features = self.task.prepare(dataset)
+        lengths = (
+            np.array([len(f["labels"]) for f in features], dtype=np.int64)
+            if features
+            else np.zeros(0)
+        )
+        widths = self._widths(lengths)
+        batcher = Batcher(features, self._input_names, widths, self._pad_values())
+        entry = (dataset, features, batcher)
+        self._prepared[id(dataset)] = entry
+        return entry
+
+    def _widths(self, lengths: np.ndarray) -> tuple[int, ...]:
+        max_length = getattr(self.task, "max_seq_length", None)
+        if max_length is None:
+            max_length = int(lengths.max()) if lengths.size else 1
+        if self.args.pad_to_max_length:
+            return (int(max_length),)
+        if self.args.bucket_widths:
+            return tuple(self.args.bucket_widths)
+        return bucket_widths(int(max_length), self.args.max_buckets)
+
+    def _pad_values(self) -> dict[str, int]:
+        pad_id = getattr(self.task, "pad_token_id", None)
+        if pad_id is None and self.tokenizer is not None:
+            pad_id = getattr(self.tokenizer, "pad_token_id", None)
+        return {"input_ids": int(pad_id or 0)}
+
+    def _put_train_batch(self, host: HostBatch) -> dict[str, jax.Array]:
+        return put_batch(host.arrays, self.mesh, batch_axis=1)
+
+    def _record_shape(self, shapes: set[tuple[int, ...]], shape: tuple[int, ...]) -> None:
+        shapes.add(tuple(shape))
+        self.state.num_compilations = len(self._train_shapes) + len(self._eval_shapes)
+
+    def _master_params(self) -> Any:
+        """The model's parameters as fp32 master weights, replicated on the mesh."""
+        params = nnx.state(self.model, nnx.Param)
+        params = jax.tree.map(
+            lambda x: (
+                x.astype(jnp.float32)
+                if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != jnp.float32
+                else x
+            ),
+            params,
+        )
+        return replicate(params, self.mesh)
+
+    def _eval_params(self) -> Any:
+        if self.is_training and self._train_state is not None:
+            return self._train_state.params
+        return self._master_params()
+
+
+def _prefixed(prefix: str, key: str) -> str:
+    return key if key.startswith(f"{prefix}_") else f"{prefix}_{key}"

@@ -1,0 +1,16 @@
+"""Shared fixtures for callback tests (the toy model and task live in tests/trainer/toy.py)."""
+
+from __future__ import annotations
+
+import pytest
+from trainer.toy import toy_args
+
+
+@pytest.fixture
+def make_args(tmp_path):
+    """``make_args(**overrides)``: toy TrainingArguments in a temporary output_dir."""
+
+    def make(**overrides):
+        return toy_args(overrides.pop("output_dir", str(tmp_path / "out")), **overrides)
+
+    return make

@@ -1,0 +1,34 @@
+"""TerminateOnNaN stops a diverging run at a logging step, without saving the bad state."""
+
+import math
+import os
+
+from trainer.toy import ToyTagger, ToyTask, make_dataset
+
+from flaxtrainer import FlaxTrainer
+from flaxtrainer.callbacks import TerminateOnNaN
+
+
+def test_stops_a_run_whose_loss_becomes_non_finite(make_args):
+    guard = TerminateOnNaN()
+    args = make_args(
+        learning_rate=1e10,
+        max_grad_norm=0.0,
+        max_steps=50,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        pad_to_max_length=True,
+    )
+    trainer = FlaxTrainer(
+        ToyTagger(), ToyTask(), args, train_dataset=make_dataset(40), callbacks=[guard]
+    )
+    out = trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert out.global_step == guard.stopped_at < 50
+    assert not math.isfinite(losses[-1]) and all(math.isfinite(x) for x in losses[:-1])
+    assert f"step {guard.stopped_at}" in guard.message
+    saved = sorted(
+        int(s) for s in os.listdir(os.path.join(args.output_dir, "checkpoints", "latest"))
+    )
+    assert saved == list(range(1, guard.stopped_at))  # every step but the one found non-finite
