@@ -3,7 +3,9 @@
 CoNLL: one token per line, the token in the first column and tags in the others, a blank line
 between sentences, ``-DOCSTART-`` lines skipped. A file whose first data line holds a tab is
 split on tabs (tokens may then contain spaces); otherwise on runs of spaces. Every line must have
-as many columns as the file's first data line.
+as many columns as the file's first data line; a file of one column (tokens only) has no tags.
+
+CoNLL-U: a file whose chosen tag column (UPOS or XPOS) is ``_`` for every token has no tags.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ _CONLL2003_COLUMNS = {"pos": 1, "chunk": 2}
 
 CONLLU_COLUMNS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
 _CONLLU_TAG_COLUMN = {"upos": 3, "xpos": 4}
+NO_VALUE = "_"  # CoNLL-U's "unspecified"
+
+
+def _columns(n: int) -> str:
+    return f"{n} column" if n == 1 else f"{n} columns"
 
 
 def _label_column(path: Path, ncols: int, lineno: int, label_column: int | None, task: str) -> int:
@@ -45,7 +52,7 @@ def read_conll(
 
     ``label_column`` is the 0-based column of the tags (negative counts from the end); by
     default the last one, except that ``task_name`` "pos"/"chunk" on a 4-column file
-    (CoNLL-2003) reads column 1/2.
+    (CoNLL-2003) reads column 1/2. A file of one column (tokens only) gives untagged sentences.
     """
     path = Path(path)
     split = RawSplit(str(path))
@@ -58,7 +65,7 @@ def read_conll(
     def flush() -> None:
         nonlocal tokens, tags, lines
         if tokens:
-            split.add(tokens, tags, f"sentence at line {lines[0]}", lines)
+            split.add(tokens, tags if column else None, f"sentence at line {lines[0]}", lines)
             tokens, tags, lines = [], [], []
 
     for lineno, line in enumerate(lines_of(read_text(path)), 1):
@@ -75,20 +82,23 @@ def read_conll(
         fields = line.split("\t") if sep == "\t" else _SPACES.split(line.lstrip(" "))
         if not ncols:
             ncols = len(fields)
-            if ncols < 2:
-                raise DataError(
-                    f"{path}: line {lineno} has a single column; a CoNLL file needs the token "
-                    "and at least one tag column per line."
-                )
-            column = _label_column(path, ncols, lineno, label_column, task_name)
+            if ncols > 1:
+                column = _label_column(path, ncols, lineno, label_column, task_name)
+            else:
+                split.untagged_reason = "every line holds a single column, the token"
         elif len(fields) != ncols:
+            hint = (
+                "a missing tag? Tag every line, or (in a test file for prediction only) none"
+                if len(fields) < ncols
+                else "a token with a space in a space-separated file? separate columns with tabs"
+            )
             raise DataError(
-                f"{path}: line {lineno} has {len(fields)} columns but the file's first line "
-                f"(line {first_line}) has {ncols}. Fix that line (a token with a space in a "
-                "space-separated file? separate columns with tabs) or remove it."
+                f"{path}: line {lineno} has {_columns(len(fields))} but the file's first line "
+                f"(line {first_line}) has {ncols}. Fix that line ({hint}) or remove it."
             )
         tokens.append(fields[0].strip(" "))
-        tags.append(fields[column].strip(" "))
+        if column:
+            tags.append(fields[column].strip(" "))
         lines.append(lineno)
     flush()
     return split
@@ -97,7 +107,8 @@ def read_conll(
 def read_conllu(path: str | Path, *, tag: str = "upos") -> RawSplit:
     """Reads a CoNLL-U file: FORM and UPOS (``tag="upos"``) or XPOS (``tag="xpos"``).
 
-    Comment lines, multi-word token ranges (``1-2``) and empty nodes (``1.1``) are skipped.
+    Comment lines, multi-word token ranges (``1-2``) and empty nodes (``1.1``) are skipped. A tag
+    of ``_`` (no value) on every token gives untagged sentences; on only some, it is an error.
     """
     if tag not in _CONLLU_TAG_COLUMN:
         raise ValueError(f"conllu_tag must be 'upos' or 'xpos', got {tag!r}.")
@@ -109,11 +120,13 @@ def read_conllu(path: str | Path, *, tag: str = "upos") -> RawSplit:
     lines: list[int] = []
     start = 0
     in_sentence = False
+    first: tuple[int, str] | None = None  # line and tag of the file's first token
 
     def flush() -> None:
         nonlocal tokens, tags, lines, in_sentence
         if in_sentence:
-            split.add(tokens, tags, f"sentence at line {start}", lines)
+            untagged = first is not None and first[1] == NO_VALUE
+            split.add(tokens, None if untagged else tags, f"sentence at line {start}", lines)
         tokens, tags, lines, in_sentence = [], [], [], False
 
     for lineno, line in enumerate(lines_of(read_text(path)), 1):
@@ -132,8 +145,18 @@ def read_conllu(path: str | Path, *, tag: str = "upos") -> RawSplit:
             )
         if "-" in fields[0] or "." in fields[0]:
             continue
+        if first is None:
+            first = (lineno, fields[column])
+        elif (fields[column] == NO_VALUE) != (first[1] == NO_VALUE):
+            raise DataError(
+                f"{path}: line {lineno} has {tag.upper()} {fields[column]!r} but line {first[0]} "
+                f"has {first[1]!r} ({NO_VALUE!r} is no tag). Tag every token, or (in a test file "
+                "for prediction only) none."
+            )
         tokens.append(fields[1])
         tags.append(fields[column])
         lines.append(lineno)
     flush()
+    if first is not None and first[1] == NO_VALUE:
+        split.untagged_reason = f"every token's {tag.upper()} is {NO_VALUE!r}"
     return split

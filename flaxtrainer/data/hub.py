@@ -3,6 +3,9 @@
 Script-based datasets (``conll2003`` and its like) no longer load with ``datasets>=4``; the Hub
 keeps an auto-converted Parquet copy of most of them on the ``refs/convert/parquet`` branch,
 one folder per config (``<config>/<split>/0000.parquet``), which we load instead.
+
+A split without a tag column, or whose ClassLabel tags are all -1 (``datasets``' "no label", as
+in unlabelled test splits), has no tags.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 import datasets
 
 from flaxtrainer.data.errors import DataError
-from flaxtrainer.data.raw import RawSplit, choose_columns
+from flaxtrainer.data.raw import RawSplit, choose_columns, untagged_reason
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,22 @@ def load_hub_dataset(
         raise _unreachable(name, exc) from exc
 
 
+def _tag_names(
+    tags: list[Any], names: list[str] | None, source: str, example: int
+) -> list[str] | None:
+    """Tag strings of one example; None when all its ClassLabel ids are -1 ("no label")."""
+    if names is None:
+        return [str(t) for t in tags]
+    if tags and all(t == -1 for t in tags):
+        return None
+    if -1 in tags:
+        raise DataError(
+            f"{source}: example {example} (0-based), word {tags.index(-1) + 1} has no label (-1) "
+            "but other words have one. Label every word of an example, or none."
+        )
+    return [names[t] for t in tags]
+
+
 def read_hub(
     name: str, config: str | None = None, *, cache_dir: str | None = None, **column_args: Any
 ) -> dict[str, RawSplit]:
@@ -67,12 +86,18 @@ def read_hub(
         ds = dsd[split_name]
         source = f"{name}[{split_name}]"
         text, label = choose_columns(ds.column_names, source, **column_args)
-        feature = getattr(ds.features[label], "feature", None)
-        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-        columns = ds.select_columns([text, label]).with_format(None)[:]
-        split = RawSplit(source, label_names=names)
-        for i, (tokens, tags) in enumerate(zip(columns[text], columns[label])):
-            tags = [names[t] for t in tags] if names else [str(t) for t in tags]
+        names = None
+        if label is None:
+            reason = untagged_reason(ds.column_names, text, column_args.get("label_column_name"))
+        else:
+            reason = "every tag is -1 (no label)"
+            feature = getattr(ds.features[label], "feature", None)
+            names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        split = RawSplit(source, label_names=names, untagged_reason=reason)
+        rows = ds.select_columns([c for c in (text, label) if c]).with_format(None)[:]
+        tag_lists = rows[label] if label else [None] * len(rows[text])
+        for i, (tokens, tags) in enumerate(zip(rows[text], tag_lists)):
+            tags = None if tags is None else _tag_names(tags, names, source, i)
             split.add(list(tokens), tags, f"example {i} (0-based)")
         result[split_name] = split
     if not result:

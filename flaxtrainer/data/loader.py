@@ -37,8 +37,13 @@ def read_file(
     task_name: str = "ner",
     label_column: int | None = None,
     conllu_tag: str = "upos",
+    labels_optional: bool = False,
 ) -> RawSplit:
-    """Reads one local file, choosing the reader by its suffix."""
+    """Reads one local file, choosing the reader by its suffix.
+
+    ``labels_optional`` lets the file come without tags (a test file to predict); a file tagged
+    only in part is an error either way.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in CONLL_SUFFIXES:
@@ -58,7 +63,7 @@ def read_file(
             f"{path}: unknown file type {path.suffix!r}. Supported: {', '.join(SUFFIXES)} "
             "(rename the file if it is one of these formats)."
         )
-    return split.validated()
+    return split.validated(labels_optional=labels_optional)
 
 
 def build_dataset_dict(
@@ -68,15 +73,15 @@ def build_dataset_dict(
 
     Label order: the source's ClassLabel order if it has one; else sorted over the train split
     (a tag in another split that train never had is an error); else, without a train split,
-    sorted over all splits.
+    sorted over all tagged splits. An untagged split (validated with ``labels_optional``) gets
+    the tag -1 for every token, as ``datasets`` marks "no label".
     """
     source_names = next((s.label_names for s in splits.values() if s.label_names), None)
     if source_names is not None:
         label_names = list(source_names)
-    elif "train" in splits:
-        label_names = sorted({tag for tags in splits["train"].tags for tag in tags})
     else:
-        label_names = sorted({tag for s in splits.values() for tags in s.tags for tag in tags})
+        tagged = [splits["train"]] if "train" in splits else list(splits.values())
+        label_names = sorted({tag for s in tagged if s.labelled for tags in s.tags for tag in tags})
     label2id = {name: i for i, name in enumerate(label_names)}
     train_source = splits["train"].source if "train" in splits else "the label list"
 
@@ -85,6 +90,9 @@ def build_dataset_dict(
         limit = (max_samples or {}).get(name)
         encoded = []
         for i, tags in enumerate(split.tags):
+            if tags is None:
+                encoded.append([-1] * len(split.tokens[i]))
+                continue
             try:
                 encoded.append([label2id[tag] for tag in tags])
             except KeyError as exc:
@@ -125,7 +133,9 @@ def load_token_classification_data(
     Returns ``(DatasetDict, label_names)``; each present split (``train``, ``validation``,
     ``test``) has exactly the columns ``tokens`` (list of strings) and ``tags`` (list of
     ``ClassLabel(names=label_names)``). ``max_*_samples`` keep the first N sentences of
-    train / validation / test. Bad input raises :class:`DataError`.
+    train / validation / test. The test split alone may come without tags (for prediction):
+    then its ``tags`` are -1 for every token, with the same features. Bad input (including a
+    source tagged only in part) raises :class:`DataError`.
     """
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     files = {split: path for split, path in files.items() if path is not None}
@@ -136,14 +146,20 @@ def load_token_classification_data(
         raise DataError("Give either dataset_name (a Hub dataset) or local files, not both.")
     if dataset_name:
         splits = {
-            name: split.validated()
+            name: split.validated(labels_optional=name == "test")
             for name, split in read_hub(
                 dataset_name, dataset_config_name, cache_dir=cache_dir, **column_args
             ).items()
         }
     elif files:
         splits = {
-            name: read_file(path, label_column=label_column, conllu_tag=conllu_tag, **column_args)
+            name: read_file(
+                path,
+                label_column=label_column,
+                conllu_tag=conllu_tag,
+                labels_optional=name == "test",
+                **column_args,
+            )
             for name, path in files.items()
         }
     else:

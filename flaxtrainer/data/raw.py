@@ -19,19 +19,29 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RawSplit:
-    """Sentences of one split as read from the source, before labels become ids."""
+    """Sentences of one split as read from the source, before labels become ids.
+
+    A sentence's tags are None when the source gives it none. After :meth:`validated`, either
+    every sentence has tags or none has (an untagged split: a test file to predict).
+    """
 
     source: str
     tokens: list[list[str]] = field(default_factory=list)
-    tags: list[list[str]] = field(default_factory=list)
+    tags: list[list[str] | None] = field(default_factory=list)
     where: list[str] = field(default_factory=list)
     # The source's own label order (a hub ClassLabel), or None when labels are plain strings.
     label_names: list[str] | None = None
     # Line number of every token, for line-per-token formats (CoNLL, CoNLL-U).
     token_lines: list[list[int]] | None = None
+    # What the reader saw when the source has no tags at all ("no tag column"), for messages.
+    untagged_reason: str | None = None
 
     def add(
-        self, tokens: list[str], tags: list[str], where: str, lines: list[int] | None = None
+        self,
+        tokens: list[str],
+        tags: list[str] | None,
+        where: str,
+        lines: list[int] | None = None,
     ) -> None:
         self.tokens.append(tokens)
         self.tags.append(tags)
@@ -39,6 +49,11 @@ class RawSplit:
         if lines is not None:
             self.token_lines = self.token_lines if self.token_lines is not None else []
             self.token_lines.append(lines)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether every sentence has tags (for a validated split: whether the split has any)."""
+        return all(tags is not None for tags in self.tags)
 
     def locate(self, sentence: int, word: int) -> str:
         """Where word ``word`` of sentence ``sentence`` is: its line, or sentence and word."""
@@ -49,13 +64,17 @@ class RawSplit:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def validated(self) -> RawSplit:
-        """Checks token/tag lengths, drops empty sentences (counted in the log)."""
-        kept = RawSplit(self.source, label_names=self.label_names)
+    def validated(self, *, labels_optional: bool = False) -> RawSplit:
+        """Checks token/tag lengths and that the split is tagged throughout (or, where
+        ``labels_optional``, untagged throughout); drops empty sentences (counted in the log)."""
+        self._check_tagging(labels_optional)
+        kept = RawSplit(
+            self.source, label_names=self.label_names, untagged_reason=self.untagged_reason
+        )
         empty = 0
         lines = self.token_lines or [None] * len(self.tokens)
         for tokens, tags, where, token_lines in zip(self.tokens, self.tags, self.where, lines):
-            if len(tokens) != len(tags):
+            if tags is not None and len(tokens) != len(tags):
                 raise DataError(
                     f"{self.source}: {where} has {len(tokens)} tokens but {len(tags)} tags. "
                     "Every token needs exactly one tag: fix that sentence or remove it."
@@ -71,7 +90,33 @@ class RawSplit:
                 f"{self.source} holds no sentences. Check that it is the right file and format "
                 "(CoNLL: one token per line, a blank line between sentences)."
             )
+        if not kept.labelled:
+            logger.info("%s has no tags (%s): predictions only.", self.source, self.reason)
         return kept
+
+    @property
+    def reason(self) -> str:
+        """Why the split has no tags, for messages."""
+        return self.untagged_reason or "no sentence has tags"
+
+    def _check_tagging(self, labels_optional: bool) -> None:
+        # Empty sentences (dropped later) count as neither.
+        untagged = {i: tags is None for i, tags in enumerate(self.tags) if self.tokens[i]}
+        if not any(untagged.values()):
+            return
+        if not all(untagged.values()):
+            first = next(iter(untagged))
+            i = next(i for i, none in untagged.items() if none != untagged[first])
+            has, other = ("no tags", "tags") if untagged[i] else ("tags", "none")
+            raise DataError(
+                f"{self.source}: {self.where[i]} has {has} but {self.where[first]} has {other}. "
+                "Tag every sentence, or (in a test file for prediction only) none."
+            )
+        if not labels_optional:
+            raise DataError(
+                f"{self.source} has no tags: {self.reason}. Training and evaluation data need a "
+                "tag for every token; only the test split may come without tags (to predict)."
+            )
 
 
 def read_text(path: str | Path) -> str:
@@ -111,19 +156,36 @@ def choose_columns(
     text_column_name: str | None,
     label_column_name: str | None,
     task_name: str,
-) -> tuple[str, str]:
+) -> tuple[str, str | None]:
     """run_flax_ner.py's rule: text `tokens` else the first column; labels `{task}_tags` else
-    the second; explicit names win."""
+    the second; explicit names win.
+
+    The label column is None when the source has none: an explicitly named one it lacks, or no
+    column besides the text one (see :func:`untagged_reason`).
+    """
     text = text_column_name or ("tokens" if "tokens" in columns else columns[0])
-    label = label_column_name or (
+    if text not in columns:
+        raise DataError(
+            f"{source} has no column {text!r} (columns: {columns}). Set --text_column_name."
+        )
+    if label_column_name:
+        if label_column_name == text:
+            raise DataError(
+                f"{source}: tokens and tags would both come from column {text!r} (columns: "
+                f"{columns}). Set --text_column_name and --label_column_name."
+            )
+        return text, label_column_name if label_column_name in columns else None
+    label = (
         f"{task_name}_tags" if f"{task_name}_tags" in columns else columns[min(1, len(columns) - 1)]
     )
-    for name, flag in ((text, "--text_column_name"), (label, "--label_column_name")):
-        if name not in columns:
-            raise DataError(f"{source} has no column {name!r} (columns: {columns}). Set {flag}.")
-    if text == label:
-        raise DataError(
-            f"{source}: tokens and tags would both come from column {text!r} (columns: "
-            f"{columns}). Set --text_column_name and --label_column_name."
-        )
-    return text, label
+    return text, None if label == text else label
+
+
+def untagged_reason(columns: list[str], text: str, label_column_name: str | None) -> str:
+    """Why :func:`choose_columns` found no label column, and what to set if there is one."""
+    if label_column_name:
+        return f"no column {label_column_name!r} (columns: {columns}); check --label_column_name"
+    return (
+        f"no tag column besides the token column {text!r} (columns: {columns}); if one of them "
+        "holds the tags, set --label_column_name"
+    )

@@ -8,7 +8,9 @@
   A cell that starts with ``[`` and parses as a JSON list is read as one; any other cell is
   split on whitespace.
 
-Column choice follows run_flax_ner.py (see :func:`~flaxtrainer.data.raw.choose_columns`).
+Column choice follows run_flax_ner.py (see :func:`~flaxtrainer.data.raw.choose_columns`). A file
+without a tag column, or whose tag lists are all -1 (how ``datasets`` marks "no label"), has no
+tags.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from flaxtrainer.data.errors import DataError
-from flaxtrainer.data.raw import RawSplit, choose_columns, lines_of, read_text
+from flaxtrainer.data.raw import RawSplit, choose_columns, lines_of, read_text, untagged_reason
+
+NO_LABEL = "-1"  # a -1 tag id, as ``datasets`` marks an unlabelled token
 
 
 def _as_strings(value: Any, path: Path, where: str, column: str) -> list[str]:
@@ -37,24 +41,51 @@ def _rows_to_split(
     path: Path, rows: Iterable[tuple[str, dict]], *, cell_parser=None, **column_args: Any
 ) -> RawSplit:
     split = RawSplit(str(path))
-    text = label = ""
+    columns: list[str] = []
+    text = first = ""
+    label: str | None = None
     for where, row in rows:
         if not isinstance(row, dict):
             raise DataError(f"{path}: {where} is not an object with named columns: {row!r:.80}.")
-        if not text:
-            text, label = choose_columns(list(row), str(path), **column_args)
-        values = []
+        if not columns:
+            columns, first = list(row), where
+            text, label = choose_columns(columns, str(path), **column_args)
+            if label is None:
+                reason = untagged_reason(columns, text, column_args.get("label_column_name"))
+                split.untagged_reason = f"{first} has {reason}"
+        elif label is None and list(row) != columns:
+            # Untagged so far: a row with a tag column would make the file partly tagged.
+            _, row_label = choose_columns(list(row), str(path), **column_args)
+            if row_label is not None:
+                raise DataError(
+                    f"{path}: {where} has tags (column {row_label!r}) but {first} has none. "
+                    "Tag every row, or (in a test file for prediction only) none."
+                )
+        values: list[list[str] | None] = []
         for column in (text, label):
+            if column is None:
+                values.append(None)
+                continue
             if column not in row:
-                raise DataError(f"{path}: {where} has no column {column!r}. Fix that row.")
+                hint = " (only a test file may come without tags, and then in no row)"
+                raise DataError(
+                    f"{path}: {where} has no column {column!r} but {first} has. Fix that row"
+                    f"{hint if column == label else ''}."
+                )
             value = row[column]
             if cell_parser is not None:
                 value = cell_parser(value)
             values.append(_as_strings(value, path, where, column))
-        split.add(values[0], values[1], where)
-    if not text:
+        tokens, tags = values
+        split.add(tokens, None if _all_unlabelled(tags) else tags, where)
+    if not columns:
         raise DataError(f"{path} holds no rows. Give a file with at least one sentence.")
     return split
+
+
+def _all_unlabelled(tags: list[str] | None) -> bool:
+    """No tags, or (the ``datasets`` convention for "no label") all -1."""
+    return tags is None or (bool(tags) and all(tag == NO_LABEL for tag in tags))
 
 
 def _json_rows(path: Path, text: str) -> Iterable[tuple[str, dict]]:

@@ -114,3 +114,49 @@ def test_other_runtime_errors_propagate(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     with pytest.raises(RuntimeError, match="disk full"):
         load_token_classification_data(dataset_name="conll2003")
+
+
+def fake_hub(monkeypatch, test_rows, *, with_label_column=True, train_tags=((3, 0, 0),)):
+    """`datasets.load_dataset` returning a train split and a test split built from `test_rows`."""
+    tags = datasets.Sequence(datasets.ClassLabel(names=NER))
+    tokens = datasets.Sequence(datasets.Value("string"))
+    train = datasets.Dataset.from_dict(
+        {"tokens": [["EU", "rejects", "."]] * len(train_tags), "ner_tags": list(train_tags)},
+        features=datasets.Features({"tokens": tokens, "ner_tags": tags}),
+    )
+    columns = {"id": [str(i) for i in range(len(test_rows))], "tokens": [r[0] for r in test_rows]}
+    features = {"id": datasets.Value("string"), "tokens": tokens}
+    if with_label_column:
+        columns["ner_tags"], features["ner_tags"] = [r[1] for r in test_rows], tags
+    test = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+    dsd = datasets.DatasetDict({"train": train, "test": test})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: dsd)
+
+
+def test_hub_test_split_without_labels(monkeypatch):
+    """Unlabelled hub test splits hold -1 ids; they stay -1, not names[-1]."""
+    fake_hub(monkeypatch, [(["Paris", "."], [-1, -1]), (["Rome"], [-1])])
+    dsd, names = load_token_classification_data(dataset_name="fake")
+    assert names == NER
+    assert dsd["test"].features == dsd["train"].features == features_for(NER)
+    assert dsd["test"]["tags"] == [[-1, -1], [-1]]
+
+    fake_hub(monkeypatch, [(["Paris", "."], None)], with_label_column=False)
+    dsd, _ = load_token_classification_data(dataset_name="fake")
+    assert dsd["test"]["tokens"] == [["Paris", "."]] and dsd["test"]["tags"] == [[-1, -1]]
+
+
+def test_hub_partly_labelled_or_unlabelled_train_is_an_error(monkeypatch):
+    fake_hub(monkeypatch, [(["Paris", "."], [5, -1])])
+    with pytest.raises(
+        DataError, match=r"fake\[test\]: example 0 \(0-based\), word 2 has no label"
+    ):
+        load_token_classification_data(dataset_name="fake")
+    fake_hub(monkeypatch, [(["Paris", "."], [5, 0]), (["Rome"], [-1])])
+    with pytest.raises(
+        DataError, match=r"fake\[test\]: example 1 \(0-based\) has no tags but example 0"
+    ):
+        load_token_classification_data(dataset_name="fake")
+    fake_hub(monkeypatch, [(["Paris"], [5])], train_tags=([-1, -1, -1],))
+    with pytest.raises(DataError, match=r"fake\[train\] has no tags: every tag is -1"):
+        load_token_classification_data(dataset_name="fake")
