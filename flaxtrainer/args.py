@@ -15,16 +15,20 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from flaxtrainer.distributed import check_settings
+
 SchedulerType = Literal["linear", "cosine", "constant"]
 DType = Literal["float32", "bfloat16"]
 EvalStrategy = Literal["steps", "epoch", "no"]
 SaveStrategy = Literal["steps", "epoch", "no"]
 ReportTo = Literal["tensorboard", "none"]
+DropoutRng = Literal["hash", "threefry"]
 LR_SCHEDULER_TYPES: tuple[str, ...] = get_args(SchedulerType)
 DTYPES: tuple[str, ...] = get_args(DType)
 EVAL_STRATEGIES: tuple[str, ...] = get_args(EvalStrategy)
 SAVE_STRATEGIES: tuple[str, ...] = get_args(SaveStrategy)
 REPORT_TO: tuple[str, ...] = get_args(ReportTo)
+DROPOUT_RNGS: tuple[str, ...] = get_args(DropoutRng)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -168,7 +172,17 @@ class TrainingArguments:
         default=False,
         metadata=_help(
             "Pad every row to the task's max_seq_length (one compiled shape, as run_flax_ner.py); "
-            "default: pad to a small fixed set of length buckets."
+            "default: pack sentences (see packing) or pad to a few length buckets."
+        ),
+    )
+    packing: bool | None = field(
+        default=None,
+        metadata=_help(
+            "Pack several sentences into each row of max_seq_length tokens (one compiled train "
+            "shape, little padding; a batch still holds its batch size of sentences). Unset: "
+            "on when the model reads attention_mask as segment ids and takes position_ids "
+            "(flaxtrainer's encoders), on one process, without pad_to_max_length or "
+            "bucket_widths; else length buckets."
         ),
     )
     bucket_widths: list[int] | None = field(
@@ -181,9 +195,45 @@ class TrainingArguments:
     max_buckets: int = field(
         default=8, metadata=_help("At most this many automatic bucket widths (compiled shapes).")
     )
+    dropout_rng: DropoutRng = field(
+        default="hash",
+        metadata=_help(
+            "Dropout mask generator: hash (a keyed counter hash, cheap to run and compile) or "
+            "threefry (JAX's default). Either gives the same masks on any number of devices."
+        ),
+    )
+    compilation_cache_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "JAX persistent compilation cache: later runs with the same shapes load the compiled "
+            "steps from this directory instead of compiling them (e.g. ~/.cache/flaxtrainer/jax). "
+            "Default: off, unless JAX_COMPILATION_CACHE_DIR is set."
+        ),
+    )
     seed: int = field(
         default=42,
         metadata=_help("Seed of initialisation-independent randomness: shuffling, dropout."),
+    )
+    coordinator_address: str | None = field(
+        default=None,
+        metadata=_help(
+            "Multi-host: HOST:PORT of process 0's coordinator, the same on every process "
+            "(default: FLAXTRAINER_COORDINATOR_ADDRESS, or auto-detected on SLURM, Open MPI "
+            "and TPU pods). See docs/multihost.md."
+        ),
+    )
+    num_processes: int | None = field(
+        default=None,
+        metadata=_help(
+            "Multi-host: number of processes (default: FLAXTRAINER_NUM_PROCESSES or auto)."
+        ),
+    )
+    process_id: int | None = field(
+        default=None,
+        metadata=_help(
+            "Multi-host: this process's index, 0..num_processes-1 "
+            "(default: FLAXTRAINER_PROCESS_ID or auto)."
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -279,6 +329,21 @@ class TrainingArguments:
                 )
             else:
                 self.bucket_widths = sorted(set(int(w) for w in widths))
+        check(
+            self.packing is None or isinstance(self.packing, bool),
+            f"packing must be true, false or unset, got {self.packing!r}.",
+        )
+        if self.packing:
+            check(
+                not self.pad_to_max_length and self.bucket_widths is None,
+                "packing=True conflicts with pad_to_max_length / bucket_widths: choose one layout.",
+            )
+        check(
+            self.dropout_rng in DROPOUT_RNGS,
+            f"dropout_rng must be one of {DROPOUT_RNGS}, got {self.dropout_rng!r}.",
+        )
+        if self.compilation_cache_dir is not None:
+            self.compilation_cache_dir = os.path.expanduser(os.fspath(self.compilation_cache_dir))
 
         if self.eval_strategy is None:
             self.eval_strategy = "steps" if self.do_eval else "no"
@@ -322,6 +387,10 @@ class TrainingArguments:
             self.logging_dir = os.path.join(self.output_dir, "runs")
         if self.resume_from_checkpoint is not None:
             self.resume_from_checkpoint = os.fspath(self.resume_from_checkpoint)
+        try:
+            check_settings(self.coordinator_address, self.num_processes, self.process_id)
+        except ValueError as err:
+            errors.append(str(err))
 
         if errors:
             raise ValueError("Invalid TrainingArguments:\n  - " + "\n  - ".join(errors))

@@ -160,6 +160,11 @@ class Checkpointer:
         """Step held in ``best/``, or None when there is none (or no metric is set)."""
         return None if self._best is None else self._best.best_step()
 
+    @property
+    def last_saved_step(self) -> int | None:
+        """The step this Checkpointer saved last (None before its first save)."""
+        return self._last_saved_step
+
     def best_metric(self) -> float | None:
         """The ``metric_for_best_model`` value of the best checkpoint, if any."""
         return self._best_value

@@ -2,17 +2,20 @@
 
 Parameters and optimizer state are replicated; every batch is split along its row axis over
 the mesh axis ``"data"``. Under ``jax.jit`` this has the semantics of the classic pmap loop
-(a ``jnp.sum`` over the batch is a global reduction), and the same code spans several hosts
-once :func:`put_batch` builds global arrays from process-local data.
+(a ``jnp.sum`` over the batch is a global reduction), and the same code spans several hosts:
+with several processes, :func:`assemble_rows` builds a global batch from the rows each process
+holds, and :func:`to_host` gathers sharded results from all of them.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -56,21 +59,119 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 def put_batch(
     batch: Mapping[str, np.ndarray], mesh: Mesh, batch_axis: int = 0
 ) -> dict[str, jax.Array]:
-    """Host batch -> global device arrays sharded on ``"data"`` along ``batch_axis``.
+    """The whole global batch (the same on every process) -> global arrays sharded on ``"data"``
+    along ``batch_axis``; each process transfers only the rows of its own devices.
 
-    The one place that turns host data into global arrays. Single process: ``device_put`` of
-    the whole global batch. Multi-host: replace by ``jax.make_array_from_process_local_data``
-    with each process passing its slice of rows.
+    (The trainer's multi-host path, where each process holds only its own rows, is
+    :func:`assemble_rows`.)
     """
-    return jax.device_put(dict(batch), batch_sharding(mesh, batch_axis))
+    sharding = batch_sharding(mesh, batch_axis)
+    if sharding.is_fully_addressable:
+        return jax.device_put(dict(batch), sharding)
+    return {
+        name: jax.make_array_from_callback(array.shape, sharding, lambda index, a=array: a[index])
+        for name, array in batch.items()
+    }
 
 
 def to_host(tree: Any) -> Any:
-    """Fetch device arrays (possibly sharded) to host numpy; blocks until they are computed.
+    """Fetch device arrays to host numpy; blocks until they are computed.
 
-    Multi-host: sharded arrays need ``multihost_utils.process_allgather`` here.
+    Arrays sharded over several processes are gathered, so every process gets the full value:
+    a collective, which every process must call at the same point.
     """
-    return jax.device_get(tree)
+
+    def fetch(x: Any) -> Any:
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return x
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.device_get(jax.tree.map(fetch, tree))
+
+
+def mesh_processes(mesh: Mesh) -> int:
+    """Number of processes owning devices of ``mesh``; checks each owns as many devices.
+
+    The batch is split evenly over devices, so every process must hold the same number of them.
+    """
+    counts: dict[int, int] = {}
+    for device in mesh.devices.flat:
+        counts[device.process_index] = counts.get(device.process_index, 0) + 1
+    if len(set(counts.values())) != 1 or sorted(counts) != list(range(len(counts))):
+        raise ValueError(
+            f"The mesh must span processes 0..N-1 with the same number of devices each; it has "
+            f"{dict(sorted(counts.items()))} devices per process. Build it from jax.devices()."
+        )
+    return len(counts)
+
+
+@functools.lru_cache(maxsize=64)
+def process_rows(mesh: Mesh, num_rows: int) -> tuple[np.ndarray, ...]:
+    """For each process, the global row indices its devices hold when ``num_rows`` rows are
+    sharded on ``"data"`` (ascending). ``make_array_from_process_local_data`` fills exactly these
+    rows, in this order, from the process's local block."""
+    rows: dict[int, list[int]] = {}
+    index_map = NamedSharding(mesh, P(DATA_AXIS)).devices_indices_map((num_rows,))
+    for device, (index,) in index_map.items():
+        rows.setdefault(device.process_index, []).extend(range(*index.indices(num_rows)))
+    return tuple(np.array(sorted(set(rows[p])), np.int64) for p in sorted(rows))
+
+
+def assemble_rows(
+    local: Mapping[str, np.ndarray],
+    source_rows: np.ndarray,
+    mesh: Mesh,
+    batch_axis: int = 0,
+    pad_values: Mapping[str, int] | None = None,
+) -> dict[str, jax.Array]:
+    """A global batch from rows spread over processes, in a row order the caller chooses.
+
+    Each process passes ``local``: arrays ``[*leading, C, width]`` holding its own rows (``C`` is
+    the same on every process; unused rows are ignored). Stacked over processes they form a
+    global array whose rows :func:`process_rows` locates. ``source_rows`` ``[*leading, rows]``,
+    the same on every process, gives for each row of the result the global row to take (``-1``:
+    a padding row, filled with ``pad_values``, e.g. labels -100). The result is sharded on
+    ``"data"`` along ``batch_axis == len(leading)``, exactly as if one process had built it.
+    """
+    sharding = batch_sharding(mesh, batch_axis)
+    processes = mesh_processes(mesh)
+    global_arrays = {}
+    for name, array in local.items():
+        shape = (
+            *array.shape[:batch_axis],
+            processes * array.shape[batch_axis],
+            *array.shape[batch_axis + 1 :],
+        )
+        global_arrays[name] = jax.make_array_from_process_local_data(sharding, array, shape)
+    sources = jax.make_array_from_process_local_data(
+        replicated(mesh), np.asarray(source_rows, np.int32)
+    )
+    pads = tuple(sorted({**DEFAULT_PAD_VALUES, **(pad_values or {})}.items()))
+    return _row_gather(mesh, batch_axis, pads)(global_arrays, sources)
+
+
+@functools.lru_cache(maxsize=16)
+def _row_gather(mesh: Mesh, batch_axis: int, pads: tuple[tuple[str, int], ...]) -> Callable:
+    """Jitted ``(arrays, sources) -> arrays[..., sources, :]`` with padding rows filled."""
+    pad_of = dict(pads)
+
+    def gather(arrays: dict[str, jax.Array], sources: jax.Array) -> dict[str, jax.Array]:
+        valid = sources >= 0
+        safe = jnp.maximum(sources, 0)
+        out = {}
+        for name, x in arrays.items():
+            flat = x.reshape(-1, *x.shape[batch_axis:])
+            rows = jax.vmap(lambda a, i: a[i])(flat, safe.reshape(flat.shape[0], -1))
+            rows = rows.reshape(*sources.shape, *x.shape[batch_axis + 1 :])
+            mask = valid.reshape(valid.shape + (1,) * (x.ndim - batch_axis - 1))
+            out[name] = jnp.where(mask, rows, jnp.asarray(pad_of.get(name, 0), x.dtype))
+        return out
+
+    return jax.jit(gather, out_shardings=batch_sharding(mesh, batch_axis))
 
 
 def pad_rows(

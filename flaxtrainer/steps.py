@@ -19,9 +19,13 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
 
+from flaxtrainer.dropout_rng import dropout_key
 from flaxtrainer.sharding import batch_sharding, replicated
 
 Batch = dict[str, jax.Array]
+
+#: Batch arrays passed to the model besides the task's inputs when present (packed batches).
+EXTRA_MODEL_INPUTS = ("position_ids",)
 
 
 class TrainState(struct.PyTreeNode):
@@ -69,10 +73,12 @@ def _forward(
 ) -> jax.Array:
     """Float32 logits of the merged model; dropout on iff ``dropout_key`` is given.
 
-    The model gets those of ``input_names`` that the batch holds (the features decide).
+    The model gets those of ``input_names`` (and of ``EXTRA_MODEL_INPUTS``) that the batch
+    holds: the features and the batch layout decide.
     """
     model = nnx.merge(graphdef, cast_floating(params, compute_dtype), rest)
-    inputs = {name: batch[name] for name in input_names if name in batch}
+    names = dict.fromkeys((*input_names, *EXTRA_MODEL_INPUTS))
+    inputs = {name: batch[name] for name in names if name in batch}
     if dropout_key is None:
         logits = model(**inputs, deterministic=True)
     else:
@@ -88,13 +94,16 @@ def make_train_step(
     input_names: Sequence[str],
     seed: int,
     compute_dtype: jnp.dtype | None = None,
+    dropout_rng: str = "hash",
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array], jax.Array]]:
     """``step(state, rest, metrics, batch) -> (state, metrics, done)``: one optimizer update.
 
     ``batch`` arrays are ``[accum, rows, width]``; the ``accum`` micro-batches are scanned,
     summing loss, label count and the gradient of the loss *sum*; then the gradient is divided
     by the global count. Dropout key: ``fold_in(key(seed), step)`` (and the micro-batch index
-    when accumulating), drawn for the global batch, so it does not depend on device count.
+    when accumulating), drawn for the global batch, so it does not depend on device count;
+    ``dropout_rng`` picks its generator (``flaxtrainer.dropout_rng``: ``"hash"``, cheap, or
+    JAX's ``"threefry"``).
     ``metrics`` accumulate on device until the trainer fetches them at a logging step. ``done``
     is a fresh scalar (the new step) the host may wait on to bound how far it runs ahead.
     """
@@ -107,7 +116,7 @@ def make_train_step(
     grad_fn = jax.value_and_grad(loss_sum_and_count, has_aux=True)
 
     def step(state: TrainState, rest: Any, metrics: dict[str, jax.Array], batch: Batch):
-        key = jax.random.fold_in(jax.random.key(seed), state.step)
+        key = jax.random.fold_in(dropout_key(seed, dropout_rng), state.step)
         accum = next(iter(batch.values())).shape[0]
         if accum == 1:
             micro = {k: v[0] for k, v in batch.items()}

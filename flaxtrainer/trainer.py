@@ -34,14 +34,25 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from flaxtrainer.args import TrainingArguments
-from flaxtrainer.batching import Batcher, HostBatch, LengthGroupedSampler, bucket_widths, eval_plan
+from flaxtrainer.batching import (
+    Batcher,
+    HostBatch,
+    LengthGroupedSampler,
+    PackingBatcher,
+    balanced_plan,
+    bucket_widths,
+    eval_plan,
+)
 from flaxtrainer.callbacks import Callback, CallbackList, ProgressBar, TensorBoard
+from flaxtrainer.compilation import enable_compilation_cache
+from flaxtrainer.distributed import check_runtime
 from flaxtrainer.optim import make_optimizer, make_schedule
+from flaxtrainer.preemption import InterruptGuard, TrainingInterrupted
+from flaxtrainer.sharded_data import ShardedBatcher, global_features, put_host_batch
 from flaxtrainer.sharding import (
     data_parallel_size,
     make_mesh,
     prefetch_to_device,
-    put_batch,
     replicate,
     replicated,
     to_host,
@@ -154,6 +165,7 @@ class FlaxTrainer:
     ) -> None:
         if mesh is not None and devices is not None:
             raise ValueError("FlaxTrainer: pass mesh or devices, not both.")
+        check_runtime(args)  # multi-host flags given, but jax.distributed not running?
         self.model = model
         self.task = task
         self.args = args
@@ -163,6 +175,8 @@ class FlaxTrainer:
         self.mesh = mesh if mesh is not None else make_mesh(devices)
         self.num_devices = data_parallel_size(self.mesh)
         self.compute_dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
+        if args.compilation_cache_dir:
+            enable_compilation_cache(args.compilation_cache_dir)
 
         if not jax.config.jax_threefry_partitionable:
             logger.warning(
@@ -177,6 +191,7 @@ class FlaxTrainer:
         self.is_training = False
         self.last_evaluation: EvalLoopOutput | None = None
         self.checkpointer: Checkpointer | None = None
+        self._interrupt = InterruptGuard()
 
         self._prepared: dict[int, tuple[Any, Sequence[dict[str, Any]], Batcher]] = {}
         self._train_shapes: set[tuple[int, ...]] = set()
@@ -188,6 +203,8 @@ class FlaxTrainer:
         self._totals = _Totals()
         self._window = _Totals()
         self._input_names = tuple(task.model_input_names)
+        self.packing = self._packing_supported()
+        self._train_grid_rows: int | None = None
         self._eval_step = jit_eval_step(
             make_eval_step(
                 self.graphdef,
@@ -226,15 +243,23 @@ class FlaxTrainer:
         """Train for ``max_steps`` updates (or ``num_train_epochs``); returns loss and metrics.
 
         Evaluates, logs and saves on the ``TrainingArguments`` cadence; resumes exactly from
-        ``args.resume_from_checkpoint``; writes the trained parameters back into ``self.model``.
+        ``args.resume_from_checkpoint``; writes the trained parameters back into ``self.model``
+        and exports it with ``trainer_state.json`` to ``output_dir`` (``save_model``). Refuses
+        an ``output_dir`` holding an earlier run unless ``overwrite_output_dir`` or a resume is
+        asked for. SIGTERM/SIGINT end it after the current step with a checkpoint, by raising
+        ``TrainingInterrupted`` (a ``SystemExit``; see ``flaxtrainer.preemption``).
         """
+        from flaxtrainer.output_dir import prepare_output_dir
+
         sampler, batcher = self._init_training()
+        prepare_output_dir(self.args)
         self._maybe_resume()
         start_step, session, start = self.state.global_step, _Totals(), time.perf_counter()
         self.is_training = True
         try:
             self.callbacks.on_train_begin(self)
-            self._train_loop(sampler, batcher, session)
+            with self._interrupt:
+                self._train_loop(sampler, batcher, session)
             if self.args.load_best_model_at_end:
                 self._load_best_model()
         except BaseException as exc:
@@ -259,8 +284,25 @@ class FlaxTrainer:
             "epoch": self.state.epoch,
         }
         self.state.log_history.append({**metrics, "step": self.state.global_step})
+        self.save_model()
         self.callbacks.on_train_end(self)
         return TrainOutput(self.state.global_step, training_loss, metrics)
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        """Export the model in Hugging Face format (config.json, model.safetensors, tokenizer)
+        and ``trainer_state.json`` to ``output_dir`` (default ``args.output_dir``); process 0.
+
+        ``train()`` calls it at the end, after ``load_best_model_at_end``. During training
+        (e.g. from a callback) it exports the current parameters.
+        """
+        from flaxtrainer.export import export_run
+
+        model = self.model
+        if self.is_training and self._train_state is not None:
+            model = nnx.merge(self.graphdef, self._train_state.params, self._rest)
+        export_run(
+            model, output_dir or self.args.output_dir, tokenizer=self.tokenizer, state=self.state
+        )
 
     def _init_training(self) -> tuple[LengthGroupedSampler, Batcher]:
         """Check inputs; build sampler, schedule, optimizer, jitted step, train state, TrainerState."""
@@ -281,12 +323,21 @@ class FlaxTrainer:
             self.train_batch_size * accum,
             args.seed,
             group_by_length=len(batcher.widths) > 1,
+            balance_tokens=self.packing,
+            micro_batches=accum,
         )
         steps_per_epoch = len(sampler)
         if args.max_steps > 0:
             max_steps = args.max_steps
         else:
             max_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+        if isinstance(batcher, PackingBatcher):  # one grid for the whole run: one shape
+            epochs = range(math.ceil(max_steps / steps_per_epoch))
+            self._train_grid_rows = batcher.fit_rows(
+                (b for e in epochs for b in sampler.epoch(e)),
+                micro_size=self.train_batch_size,
+                multiple=self.num_devices,
+            )
         self._schedule = make_schedule(args, max_steps)
         tx = make_optimizer(args, self._schedule)
         self._train_step = jit_train_step(
@@ -297,6 +348,7 @@ class FlaxTrainer:
                 input_names=self._model_inputs(),
                 seed=args.seed,
                 compute_dtype=self.compute_dtype,
+                dropout_rng=args.dropout_rng,
             ),
             self.mesh,
         )
@@ -332,7 +384,7 @@ class FlaxTrainer:
             epoch = state.epoch_index
             self.callbacks.on_epoch_begin(self)
             host_batches = (
-                batcher.batch(indices, rows, leading=(accum,))
+                self._collate(batcher, indices, rows, (accum,), self._train_grid_rows)
                 for _, indices in sampler.iter_epoch(epoch, state.step_in_epoch)
             )
             for host, device in prefetch_to_device(host_batches, self._put_train_batch, size=2):
@@ -356,6 +408,8 @@ class FlaxTrainer:
                 self._set_cadence_flags(end_of_epoch=state.step_in_epoch == state.steps_per_epoch)
                 self.callbacks.on_step_end(self)
                 self._act_on_flags()
+                if self._interrupt.should_stop(state.global_step):
+                    raise self._stop_for_interrupt()
                 if control.should_training_stop or state.global_step >= state.max_steps:
                     break
             if state.step_in_epoch >= state.steps_per_epoch:
@@ -458,31 +512,37 @@ class FlaxTrainer:
         start = time.perf_counter()
         _, features, batcher = self._prepare(dataset)
         params = self._eval_params()
-        plan = eval_plan(
-            batcher.lengths, self.eval_batch_size, sort_by_length=len(batcher.widths) > 1
-        )
-        outputs: list[dict[str, np.ndarray] | None] = [None] * len(features)
+        grid_rows = None
+        if isinstance(batcher, PackingBatcher):
+            plan = balanced_plan(batcher.lengths, self.eval_batch_size)
+            grid_rows = batcher.fit_rows(plan, multiple=self.num_devices)
+        else:
+            plan = eval_plan(
+                batcher.lengths, self.eval_batch_size, sort_by_length=len(batcher.widths) > 1
+            )
+        outputs: list[dict[str, np.ndarray] | None] = [None] * len(batcher.lengths)
         totals = {"loss_sum": 0.0, "count": 0}
 
-        def collect(indices: np.ndarray, result: Any) -> None:
+        def collect(host: HostBatch, result: Any) -> None:
             batch_outputs, loss_sum, count = to_host(result)
             totals["loss_sum"] += float(loss_sum)
             totals["count"] += int(count)
-            for row, index in enumerate(indices):
+            for index, row, start in zip(host.indices, *host.placements()):
                 if index >= 0:
-                    length = batcher.lengths[index]
-                    outputs[index] = {k: v[row, :length] for k, v in batch_outputs.items()}
+                    end = start + batcher.lengths[index]
+                    outputs[index] = {k: v[row, start:end] for k, v in batch_outputs.items()}
 
-        pending: deque[tuple[np.ndarray, Any]] = deque()
+        pending: deque[tuple[HostBatch, Any]] = deque()
         for indices in plan:
-            host = batcher.batch(indices, self.eval_batch_size)
+            host = self._collate(batcher, indices, self.eval_batch_size, (), grid_rows)
             self._record_shape(self._eval_shapes, host.shape)
-            device_batch = put_batch(host.arrays, self.mesh)
-            pending.append((host.indices, self._eval_step(params, self._rest, device_batch)))
+            device_batch = put_host_batch(host, self.mesh)
+            pending.append((host, self._eval_step(params, self._rest, device_batch)))
             if len(pending) > 2:
                 collect(*pending.popleft())
         while pending:
             collect(*pending.popleft())
+        features = global_features(batcher, features)  # multi-host: every process's features
 
         metrics: dict[str, float] = {}
         if totals["count"] > 0:
@@ -553,6 +613,19 @@ class FlaxTrainer:
         if best is not None:
             self.state.best_model_checkpoint = str(checkpointer.best_dir / str(best))
         self.callbacks.on_save(self, str(checkpointer.step_path(step)))
+
+    def _stop_for_interrupt(self) -> TrainingInterrupted:
+        """After SIGTERM/SIGINT: save this step (unless saved already, or a callback stopped
+        training at it: TerminateOnNaN keeps a bad state out of checkpoints), wait until it is
+        on disk, and return the exception that ends ``train()``."""
+        checkpointer = self._get_checkpointer()
+        step = self.state.global_step
+        if checkpointer.last_saved_step != step and not self.control.should_training_stop:
+            self._save_checkpoint()
+        checkpointer.wait_until_finished()
+        latest = checkpointer.latest_step()
+        location = None if latest is None else str(checkpointer.step_path(latest))
+        return self._interrupt.stop(step, location, self.args.output_dir)
 
     def _maybe_resume(self) -> None:
         """Restore train state, TrainerState and callbacks from ``args.resume_from_checkpoint``."""
@@ -636,14 +709,30 @@ class FlaxTrainer:
         cached = self._prepared.get(id(dataset))
         if cached is not None and cached[0] is dataset:
             return cached
+        if jax.process_count() > 1:  # each process prepares its shard (sharded_data.py)
+            batcher = ShardedBatcher.prepare(
+                self.task, dataset, self._input_names, self._widths, self._pad_values(), self.mesh
+            )
+            entry = (dataset, batcher.features, batcher)
+            self._prepared[id(dataset)] = entry
+            return entry
         features = self.task.prepare(dataset)
         lengths = (
             np.array([len(f["labels"]) for f in features], dtype=np.int64)
             if features
             else np.zeros(0)
         )
-        widths = self._widths(lengths)
-        batcher = Batcher(features, self._input_names, widths, self._pad_values())
+        if self.packing:
+            batcher = PackingBatcher(
+                features,
+                self._input_names,
+                self._widths(lengths)[-1],
+                self._pad_values(),
+                position_offset=self.model.config.position_offset,
+            )
+        else:
+            widths = self._widths(lengths)
+            batcher = Batcher(features, self._input_names, widths, self._pad_values())
         entry = (dataset, features, batcher)
         self._prepared[id(dataset)] = entry
         return entry
@@ -652,7 +741,7 @@ class FlaxTrainer:
         max_length = getattr(self.task, "max_seq_length", None)
         if max_length is None:
             max_length = int(lengths.max()) if lengths.size else 1
-        if self.args.pad_to_max_length:
+        if self.args.pad_to_max_length or self.packing:
             return (int(max_length),)
         if self.args.bucket_widths:
             return tuple(self.args.bucket_widths)
@@ -664,8 +753,44 @@ class FlaxTrainer:
             pad_id = getattr(self.tokenizer, "pad_token_id", None)
         return {"input_ids": int(pad_id or 0)}
 
+    def _packing_supported(self) -> bool:
+        """Whether batches are packed (``args.packing``; unset: whenever it is supported).
+
+        Packing needs the model to read ``attention_mask`` values as segment ids and to take
+        ``position_ids`` (flaxtrainer's encoders, recognised by ``config.position_offset``), the
+        task to feed ``attention_mask``, and one process (multi-host batches are assembled
+        row by row, one feature per row).
+        """
+        args = self.args
+        if args.packing is False or args.pad_to_max_length or args.bucket_widths:
+            return False
+        offset = getattr(getattr(self.model, "config", None), "position_offset", None)
+        problems = []
+        if not isinstance(offset, int):
+            problems.append("the model has no config.position_offset (not a flaxtrainer encoder)")
+        if "attention_mask" not in self._input_names:
+            problems.append("the task's model_input_names lack attention_mask")
+        if jax.process_count() > 1:
+            problems.append("packing runs on one process only")
+        if problems and args.packing:
+            raise ValueError("packing=True: " + "; ".join(problems) + ". Set packing=False.")
+        return not problems
+
+    def _collate(
+        self,
+        batcher: Batcher,
+        indices: np.ndarray,
+        rows: int,
+        leading: tuple[int, ...],
+        grid_rows: int | None,
+    ) -> HostBatch:
+        """``batcher.batch``; a packing batcher also gets the grid's row count."""
+        if isinstance(batcher, PackingBatcher):
+            return batcher.batch(indices, rows, leading, grid_rows=grid_rows)
+        return batcher.batch(indices, rows, leading)
+
     def _put_train_batch(self, host: HostBatch) -> dict[str, jax.Array]:
-        return put_batch(host.arrays, self.mesh, batch_axis=1)
+        return put_host_batch(host, self.mesh, batch_axis=1)
 
     def _record_shape(self, shapes: set[tuple[int, ...]], shape: tuple[int, ...]) -> None:
         shapes.add(tuple(shape))

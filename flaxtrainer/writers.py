@@ -54,16 +54,22 @@ class TensorBoardWriter(MetricWriter):
     Each writer gets its own event file (tensorboardX names files by the second, so two writers
     opened within a second would otherwise overwrite each other). Events are certain to be on
     disk only after ``close()``: tensorboardX's ``flush()`` hands them to a background thread.
+
+    ``purge_step`` (for a resumed run, the first step it will log) starts the file with a
+    session-restart event: TensorBoard then hides every event of earlier files in ``logdir`` at
+    or after that step, i.e. what a killed run logged past its last checkpoint, so each step
+    shows once.
     """
 
     _instances = itertools.count()
 
-    def __init__(self, logdir: str) -> None:
+    def __init__(self, logdir: str, purge_step: int | None = None) -> None:
         from tensorboardX import SummaryWriter
 
         self.logdir = logdir
-        suffix = f".{os.getpid()}.{next(self._instances)}"
-        self._writer = SummaryWriter(logdir=logdir, filename_suffix=suffix)
+        # Zero-padded, so that files opened within one second sort (and load) in order.
+        suffix = f".{os.getpid()}.{next(self._instances):06d}"
+        self._writer = SummaryWriter(logdir=logdir, filename_suffix=suffix, purge_step=purge_step)
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         for tag, value in scalars.items():
@@ -94,11 +100,13 @@ class TensorBoardWriter(MetricWriter):
         self._writer.close()
 
 
-def create_writer(logdir: str | None, enabled: bool = True) -> MetricWriter:
+def create_writer(
+    logdir: str | None, enabled: bool = True, purge_step: int | None = None
+) -> MetricWriter:
     """A TensorBoard writer on process 0 when enabled and ``logdir`` is set, else a NullWriter."""
     if not enabled or logdir is None or jax.process_index() != 0:
         return NullWriter()
-    return TensorBoardWriter(logdir)
+    return TensorBoardWriter(logdir, purge_step=purge_step)
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:

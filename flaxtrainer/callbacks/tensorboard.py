@@ -19,7 +19,12 @@ class TensorBoard(Callback):
     """Write TensorBoard events under ``log_dir`` (default ``args.logging_dir``), process 0 only.
 
     The event file is open from ``on_train_begin`` to ``on_train_end``; an ``evaluate`` or
-    ``predict`` outside training writes to a file of its own, closed right away.
+    ``predict`` outside training writes to a file of its own, closed right away. A resumed run
+    (``on_train_begin`` past step 0) writes a new file that hides what the earlier run logged
+    after the checkpoint (``purge_step``), so no step shows twice; its hyper-parameters are not
+    written again. At each checkpoint the file is closed (the next event opens a new one):
+    tensorboardX writes from a background queue that a killed process loses, and closing is
+    its only way to put every event up to the checkpoint on disk, so a resumed curve has no gap.
 
     - training logs -> ``train/<key>`` (``train/loss``, ``train/learning_rate``,
       ``train/grad_norm``, ``train/tokens_per_second``, ``train/epoch``, ...) at the global step;
@@ -36,13 +41,19 @@ class TensorBoard(Callback):
         self.writer: MetricWriter | None = None
         self._hparams_written = False
 
-    def _writer(self, trainer: FlaxTrainer) -> MetricWriter:
+    def _writer(self, trainer: FlaxTrainer, purge_step: int | None = None) -> MetricWriter:
         if self.writer is None:
-            self.writer = create_writer(self.log_dir or trainer.args.logging_dir)
+            self.writer = create_writer(
+                self.log_dir or trainer.args.logging_dir, purge_step=purge_step
+            )
         return self.writer
 
     def on_train_begin(self, trainer: FlaxTrainer) -> None:
-        writer = self._writer(trainer)
+        resumed_at = trainer.state.global_step
+        if resumed_at > 0:
+            self._close()  # the resumed run's events go to a file that starts with the purge
+            self._hparams_written = True  # the run's first file has them
+        writer = self._writer(trainer, purge_step=resumed_at + 1 if resumed_at > 0 else None)
         if not self._hparams_written:
             tags = ["train/loss"]
             if trainer.args.eval_strategy != "no":
@@ -64,6 +75,9 @@ class TensorBoard(Callback):
         if text:
             writer.write_text(step, "eval/examples", text)
         self._end_of_event(trainer)
+
+    def on_save(self, trainer: FlaxTrainer, checkpoint_dir: str | None) -> None:
+        self._close()
 
     def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
         self._writer(trainer).write_scalars(trainer.state.global_step, _by_prefix(metrics))

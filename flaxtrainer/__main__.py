@@ -1,0 +1,8 @@
+"""`python -m flaxtrainer ...` runs the `flaxtrainer` console script."""
+
+import sys
+
+from flaxtrainer.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

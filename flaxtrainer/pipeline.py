@@ -1,0 +1,356 @@
+"""Inference on raw text with a fine-tuned model: entities (NER, chunks) or word tags (POS).
+
+    from flaxtrainer.pipeline import TokenClassificationPipeline
+
+    tagger = TokenClassificationPipeline("output_ner")
+    tagger("Angela Merkel visited Paris.")
+    # {"text": "...", "entities": [{"type": "PER", "text": "Angela Merkel", "start": 0,
+    #   "end": 13, "score": 0.98}, {"type": "LOC", "text": "Paris", ...}]}
+
+The model folder is an output_dir of a flaxtrainer run: Hugging Face weights, config and
+tokenizer, plus `flaxtrainer_task.json` (task class, its arguments and the dataset's label
+names), so inference rebuilds exactly the task that was trained. Raw text is split into words at
+whitespace and punctuation with character offsets; pre-split words are accepted as well. The
+task's own `prepare`/`predict_step`/`decode_with_scores` run, so long inputs are windowed and
+stitched exactly as in evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flaxtrainer.cli_args import PredictArguments, UserError
+from flaxtrainer.outputs import TASK_FILE, read_task_file
+
+logger = logging.getLogger(__name__)
+
+WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
+_BILOU_TO_IOBES = {"L": "E", "U": "S"}
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word of the input with its character span `[start, end)` in the text."""
+
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A tagged span: `text == source[start:end]`, `score` = mean of its words' scores."""
+
+    type: str
+    text: str
+    start: int
+    end: int
+    score: float | None
+
+
+@dataclass(frozen=True)
+class TaggedWord:
+    """A word with its predicted tag (POS tagging) and that tag's probability."""
+
+    word: str
+    tag: str
+    start: int
+    end: int
+    score: float | None
+
+
+def _round(score: float | None) -> float | None:
+    return None if score is None else round(float(score), 6)
+
+
+def split_words(text: str) -> list[Word]:
+    """Words of `text`: runs of letters/digits/underscore, and each punctuation mark alone."""
+    return [Word(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(text)]
+
+
+def words_from_tokens(tokens: Sequence[str]) -> tuple[str, list[Word]]:
+    """Pre-split words -> (their text joined by single spaces, words with offsets into it)."""
+    words, position = [], 0
+    for token in tokens:
+        words.append(Word(token, position, position + len(token)))
+        position += len(token) + 1
+    return " ".join(tokens), words
+
+
+def group_entities(
+    text: str, words: Sequence[Word], tags: Sequence[str], scores: Sequence[float | None]
+) -> list[Entity]:
+    """Chunks of a tag sequence (IOB1/IOB2/IOE/IOBES/BILOU, lenient like conlleval)."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    normalised = [
+        _BILOU_TO_IOBES.get(tag[:1], tag[:1]) + tag[1:] if tag[1:2] == "-" else tag for tag in tags
+    ]
+    entities = []
+    for entity_type, first, last in get_entities(normalised):
+        start, end = words[first].start, words[last].end
+        span = scores[first : last + 1]
+        score = None if any(s is None for s in span) else float(np.mean(span))
+        entities.append(Entity(entity_type, text[start:end], start, end, _round(score)))
+    return entities
+
+
+def _resolve_folder(model_dir: str | Path) -> Path:
+    from flaxtrainer.run import local_model_folder
+
+    return Path(local_model_folder(str(model_dir)))
+
+
+class TokenClassificationPipeline:
+    """Tags sentences with a fine-tuned model folder; see the module docstring."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        batch_size: int = 32,
+        task_name: str | None = None,
+        max_seq_length: int | None = None,
+    ) -> None:
+        from flaxtrainer.models import from_pretrained
+        from flaxtrainer.run import default_max_length, load_tokenizer
+
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}", "use e.g. 32")
+        folder = _resolve_folder(model_dir)
+        self.model_dir = folder
+        self.batch_size = batch_size
+        info = read_task_file(folder) or {}
+        if not info and task_name is None:
+            logger.info("%s has no %s; assuming an NER model.", folder, TASK_FILE)
+        self.model = from_pretrained(folder)
+        model_labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.tokenizer = load_tokenizer(str(folder))
+        task_kwargs = dict(info.get("task_kwargs") or {})
+        if max_seq_length is not None:
+            task_kwargs["max_seq_length"] = max_seq_length
+        if not task_kwargs.get("max_seq_length"):
+            task_kwargs["max_seq_length"] = default_max_length(str(folder), self.tokenizer)
+        self.task = _inference_task(info, task_name, model_labels, self.tokenizer, task_kwargs)
+        task_labels = [self.task.id2label[i] for i in range(self.task.num_labels)]
+        if task_labels != model_labels:
+            raise UserError(
+                f"{folder}: the task's labels {task_labels} differ from the model's {model_labels}",
+                f"re-export the model with flaxtrainer, or fix label_names in {TASK_FILE}",
+            )
+        self.tags_words = getattr(self.task, "scheme", True) is None
+        self._forward = _make_forward(self.model, self.task)
+
+    # -- words -> tags -----------------------------------------------------------------------
+
+    def tag(self, sentences: Sequence[Sequence[str]]) -> list[list[tuple[str, float | None]]]:
+        """Per sentence, per word: (tag, probability of that tag; None if the task gives none)."""
+        if not sentences:
+            return []
+        data = {"tokens": [list(words) for words in sentences]}
+        features = self.task.prepare(data)
+        outputs: list[dict[str, np.ndarray]] = []
+        for begin in range(0, len(features), self.batch_size):
+            outputs.extend(self._run(features[begin : begin + self.batch_size]))
+        decode = getattr(self.task, "decode_with_scores", None)
+        if decode is not None:
+            return decode(data, features, outputs)
+        tags = self.task.decode(data, features, outputs)
+        return [[(tag, None) for tag in sentence] for sentence in tags]
+
+    def _run(self, features: Sequence[dict]) -> list[dict[str, np.ndarray]]:
+        """Pad a batch to a bucketed shape (few compilations), run, cut rows back."""
+        names = self.task.model_input_names
+        longest = max(len(f["input_ids"]) for f in features)
+        bucket = max(16, 1 << (longest - 1).bit_length())
+        width = max(longest, min(bucket, int(getattr(self.task, "max_seq_length", bucket))))
+        rows = self.batch_size if len(features) > 1 else 1
+        pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
+        batch = {}
+        for name in set(names) | {"attention_mask"}:
+            fill = pad_id if name == "input_ids" else 0
+            array = np.full((rows, width), fill, np.int32)
+            for i, feature in enumerate(features):
+                values = feature.get(name)
+                if values is None and name == "attention_mask":
+                    values = np.ones(len(feature["input_ids"]), np.int32)
+                array[i, : len(values)] = values
+            batch[name] = array
+        result = {k: np.asarray(v) for k, v in self._forward(batch).items()}
+        return [
+            {k: v[i, : len(f["input_ids"])] for k, v in result.items()}
+            for i, f in enumerate(features)
+        ]
+
+    # -- text in, dicts out -------------------------------------------------------------------
+
+    def predict(self, inputs: Iterable[str | Sequence[str]]) -> list[dict[str, Any]]:
+        """One result dict per input: raw text (str) or pre-split words (list of str)."""
+        texts, word_lists = [], []
+        for item in inputs:
+            if isinstance(item, str):
+                text, words = item, split_words(item)
+            else:
+                text, words = words_from_tokens([str(w) for w in item])
+            texts.append(text)
+            word_lists.append(words)
+        tagged = self.tag([[w.text for w in words] for words in word_lists])
+        results = []
+        for text, words, pairs in zip(texts, word_lists, tagged):
+            tags = [tag for tag, _ in pairs]
+            scores = [score for _, score in pairs]
+            if self.tags_words:
+                items = [
+                    asdict(TaggedWord(w.text, tag, w.start, w.end, _round(score)))
+                    for w, tag, score in zip(words, tags, scores)
+                ]
+                results.append({"text": text, "words": items})
+            else:
+                entities = group_entities(text, words, tags, scores)
+                results.append({"text": text, "entities": [asdict(e) for e in entities]})
+        return results
+
+    def __call__(
+        self, inputs: str | Sequence[str | Sequence[str]]
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """A text gives one dict; a list of texts (or of word lists) gives a list of dicts."""
+        if isinstance(inputs, str):
+            return self.predict([inputs])[0]
+        return self.predict(inputs)
+
+
+def _inference_task(
+    info: dict[str, Any],
+    task_name: str | None,
+    model_labels: list[str],
+    tokenizer: Any,
+    task_kwargs: dict[str, Any],
+) -> Any:
+    """The task a model was trained with, rebuilt from its flaxtrainer_task.json.
+
+    An explicit `task_name` picks the built-in class instead. A saved user class that does not
+    import here (its module is not on the path) is replaced, with a warning, by the built-in
+    class it derives from, over the model's own labels and tagging scheme: prediction needs
+    only `prepare` and `decode`, which that class provides.
+    """
+    from flaxtrainer.run import build_task, task_class_for
+
+    if task_name or not info.get("task_class"):
+        cls = task_class_for(task_name or info.get("task_name") or "ner")
+        return build_task(cls, model_labels, tokenizer, task_kwargs)
+    try:
+        cls = task_class_for(info["task_name"], info["task_class"], flag=f"saved {TASK_FILE}")
+    except UserError as exc:
+        fallback = info.get("base_task_class") or "flaxtrainer.tasks:TokenClassificationTask"
+        logger.warning("%s; predicting with %s instead.", exc.message, fallback)
+        cls = task_class_for(info["task_name"], fallback, flag=f"saved {TASK_FILE}")
+        return build_task(
+            cls, model_labels, tokenizer, {**task_kwargs, "scheme": info.get("scheme")}
+        )
+    return build_task(cls, info.get("label_names") or model_labels, tokenizer, task_kwargs)
+
+
+def _make_forward(model: Any, task: Any):
+    """A jitted `batch -> task.predict_step(model(batch))` over the split model state."""
+    import jax
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+    accepted = ("input_ids", "attention_mask", "token_type_ids")
+
+    @jax.jit
+    def forward(state, batch):
+        module = nnx.merge(graphdef, state)
+        inputs = {k: v for k, v in batch.items() if k in accepted}
+        logits = module(**inputs, deterministic=True)
+        return task.predict_step(logits)
+
+    return lambda batch: forward(state, batch)
+
+
+# -- `flaxtrainer predict` -------------------------------------------------------------------
+
+
+def read_inputs(path: str | Path) -> list[str | list[str]]:
+    """Sentences from --input_file: text lines, or pre-split JSON (.json) / JSON lines (.jsonl)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"--input_file {path} does not exist", "give a text file with one sentence a line"
+        )
+    text = path.read_text("utf-8")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"{path}:{exc.lineno}: not valid JSON ({exc.msg})",
+                'write a list of word lists, e.g. [["John", "lives", "here"], ["Hi"]]',
+            ) from None
+        if not isinstance(data, list):
+            raise UserError(f"{path}: expected a JSON list of sentences", 'e.g. [["Hi", "!"]]')
+        return [_sentence(item, f"{path}: item {i}") for i, item in enumerate(data)]
+    if suffix == ".jsonl":
+        sentences: list[str | list[str]] = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(
+                    f"{path}:{lineno}: not valid JSON ({exc.msg})",
+                    'one word list or {"tokens": [...]} per line',
+                ) from None
+            sentences.append(_sentence(item, f"{path}:{lineno}"))
+        return sentences
+    return [line.rstrip("\r") for line in text.split("\n")][: -1 if text.endswith("\n") else None]
+
+
+def _sentence(item: Any, where: str) -> str | list[str]:
+    if isinstance(item, dict):
+        item = item.get("tokens", item.get("words"))
+    if isinstance(item, str):
+        return item
+    if isinstance(item, list) and all(isinstance(w, str) for w in item):
+        return item
+    raise UserError(
+        f"{where}: expected a list of words, a text, or an object with 'tokens'",
+        'e.g. ["John", "lives", "in", "Paris"]',
+    )
+
+
+def predict_command(args: PredictArguments) -> None:
+    """`flaxtrainer predict`: print (or write) one JSON line per input sentence."""
+    if not args.text and not args.input_file:
+        raise UserError(
+            "nothing to tag: give --text or --input_file",
+            'e.g. flaxtrainer predict --model_name_or_path output_ner --text "John lives in Paris"',
+        )
+    inputs: list[str | list[str]] = list(args.text or [])
+    if args.input_file:
+        inputs.extend(read_inputs(args.input_file))
+    tagger = TokenClassificationPipeline(
+        args.model_name_or_path,
+        batch_size=args.batch_size,
+        task_name=args.task_name,
+        max_seq_length=args.max_seq_length,
+    )
+    results = tagger.predict(inputs)
+    out = open(args.output_file, "w", encoding="utf-8") if args.output_file else sys.stdout
+    try:
+        for result in results:
+            out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()

@@ -1,0 +1,267 @@
+"""The multi-host pieces that one process can check: starting (or not starting) the runtime,
+settings, cluster detection, data shards, and the row plan that rebuilds single-process batches
+from each process's own rows. tests/test_multihost.py runs real multi-process training."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from trainer.toy import ToyTask, make_dataset
+
+from flaxtrainer import TrainingArguments
+from flaxtrainer.batching import Batcher, LengthGroupedSampler, eval_plan
+from flaxtrainer.distributed import (
+    ENV_NUM_PROCESSES,
+    ENV_PROCESS_ID,
+    allgather_objects,
+    check_runtime,
+    check_settings,
+    detect_cluster,
+    initialize_distributed,
+)
+from flaxtrainer.sharded_data import (
+    ShardedBatcher,
+    _together,
+    capacity_levels,
+    num_examples,
+    shard_bounds,
+    shard_dataset,
+)
+from flaxtrainer.sharding import assemble_rows, make_mesh, process_rows
+
+CLUSTER_VARS = (
+    "SLURM_JOB_ID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "OMPI_MCA_orte_hnp_uri",
+    "KUBERNETES_SERVICE_HOST",
+    "FLAXTRAINER_COORDINATOR_ADDRESS",
+    "FLAXTRAINER_NUM_PROCESSES",
+    "FLAXTRAINER_PROCESS_ID",
+    "FLAXTRAINER_LOCAL_DEVICE_IDS",
+)
+
+
+@pytest.fixture
+def plain_machine(monkeypatch):
+    for name in CLUSTER_VARS:
+        monkeypatch.delenv(name, raising=False)
+    jax.devices()  # JAX is running, as in any test process
+
+
+def test_plain_machine_is_a_no_op(plain_machine, monkeypatch):
+    info = initialize_distributed()
+    assert (info.process_index, info.process_count, info.source) == (0, 1, None)
+    assert initialize_distributed(num_processes=1).process_count == 1
+    monkeypatch.setenv(ENV_NUM_PROCESSES, "1")
+    assert initialize_distributed().source is None
+    assert detect_cluster() is None
+
+
+def test_multi_host_settings_after_jax_started_fail_clearly(plain_machine, monkeypatch):
+    with pytest.raises(RuntimeError, match="must run before any other JAX call"):
+        initialize_distributed("127.0.0.1:12345", 2, 0)
+    monkeypatch.setenv("FLAXTRAINER_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    monkeypatch.setenv(ENV_NUM_PROCESSES, "2")
+    monkeypatch.setenv(ENV_PROCESS_ID, "1")
+    with pytest.raises(RuntimeError, match="must run before"):
+        initialize_distributed()
+
+
+def test_incomplete_settings_name_what_is_missing(plain_machine):
+    with pytest.raises(ValueError, match="coordinator_address.*process_id") as err:
+        initialize_distributed(num_processes=2)
+    assert "num_processes N" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (("localhost", None, None), "HOST:PORT"),
+        (("host:0", None, None), "HOST:PORT"),
+        ((None, 0, None), "num_processes must be an integer >= 1"),
+        ((None, 2, 2), "process_id must be below num_processes"),
+        ((None, None, -1), "process_id must be an integer >= 0"),
+    ],
+)
+def test_bad_settings_are_named(settings, message):
+    with pytest.raises(ValueError, match=message):
+        check_settings(*settings)
+    coordinator, processes, process = settings
+    with pytest.raises(ValueError, match=message):
+        TrainingArguments(
+            output_dir="out",
+            coordinator_address=coordinator,
+            num_processes=processes,
+            process_id=process,
+        )
+
+
+def test_bad_environment_is_named(plain_machine, monkeypatch):
+    monkeypatch.setenv(ENV_PROCESS_ID, "first")
+    with pytest.raises(ValueError, match=f"{ENV_PROCESS_ID} must be an integer"):
+        initialize_distributed()
+
+
+def test_slurm_job_of_several_tasks_is_detected(plain_machine, monkeypatch):
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_STEP_NODELIST": "node[01-02]",
+        "SLURM_NTASKS": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+    }
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    assert detect_cluster() is None  # one task: nothing to join
+    assert initialize_distributed().process_count == 1
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    assert detect_cluster() == "slurm"
+    with pytest.raises(RuntimeError, match="must run before"):  # it would join the job
+        initialize_distributed()
+
+
+def test_trainer_refuses_multi_host_flags_without_the_runtime(tmp_path):
+    check_runtime(TrainingArguments(output_dir=str(tmp_path), num_processes=1, process_id=0))
+    with pytest.raises(RuntimeError, match="call flaxtrainer.distributed.initialize_distributed"):
+        check_runtime(TrainingArguments(output_dir=str(tmp_path), num_processes=2))
+
+
+def test_single_process_collectives_are_trivial():
+    assert allgather_objects({"a": [1, 2]}) == [{"a": [1, 2]}]
+
+    def fail():
+        raise KeyError("bad row")
+
+    with pytest.raises(KeyError, match="bad row"):
+        _together(fail, "preparing")
+    assert _together(lambda: 3, "preparing") == 3
+
+
+# ----------------------------------------------------------------------------------- data
+def test_shards_are_contiguous_and_balanced():
+    for n, p in [(61, 2), (10, 3), (7, 7), (2, 4)]:
+        bounds = shard_bounds(n, p)
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        sizes = [stop - start for start, stop in bounds]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_shard_dataset_keeps_the_kind():
+    import datasets
+
+    rows = {"tokens": [["a"], ["b", "c"], ["d"]], "tags": [[0], [1, 0], [0]]}
+    ds = datasets.Dataset.from_dict(rows)
+    assert num_examples(ds) == num_examples(rows) == num_examples(list(range(3))) == 3
+    assert shard_dataset(ds, 1, 3)["tokens"] == [["b", "c"], ["d"]]
+    assert shard_dataset(rows, 0, 1) == {"tokens": [["a"]], "tags": [[0]]}
+    assert shard_dataset([1, 2, 3], 2, 3) == [3]
+    with pytest.raises(TypeError, match="sized dataset"):
+        num_examples(iter(rows["tokens"]))
+
+
+def test_capacity_levels():
+    assert capacity_levels(share=4, unit=2, limit=8) == [4, 6, 8]
+    assert capacity_levels(share=2, unit=1, limit=16) == [2, 3, 4, 6, 8, 12, 16]
+    assert capacity_levels(share=3, unit=3, limit=6) == [3, 6]
+
+
+def _interleaved_rows(processes: int, devices: int):
+    """Row layout of a mesh whose devices alternate between processes (process p holds device
+    blocks p, p + processes, ...): harder than contiguous blocks."""
+
+    def positions(num_rows: int) -> list[np.ndarray]:
+        block = num_rows // (processes * devices)
+        rows = np.arange(num_rows).reshape(processes * devices, block)
+        return [rows[p::processes].reshape(-1) for p in range(processes)]
+
+    return positions
+
+
+def _assemble(blocks, positions, pad_values):
+    """What assemble_rows computes on devices, in numpy: stack the process blocks at their
+    rows, then take each global row from its source (-1: a padding row)."""
+    source = blocks[0].source_rows
+    out = {}
+    for name in blocks[0].arrays:
+        parts = [b.arrays[name] for b in blocks]
+        capacity = parts[0].shape[-2]
+        stacked = np.zeros((*parts[0].shape[:-2], len(parts) * capacity, parts[0].shape[-1]))
+        for part, rows in zip(parts, positions(len(parts) * capacity)):
+            stacked[..., rows, :] = part
+        taken = np.take_along_axis(stacked, np.maximum(source, 0)[..., None], axis=-2)
+        out[name] = np.where(source[..., None] >= 0, taken, pad_values.get(name, 0))
+    return out
+
+
+def test_process_blocks_rebuild_the_single_process_batches():
+    """Each of 2 fake processes holds a contiguous slice of the features; assembling their
+    blocks gives exactly the single-process batch (row order included) for every training
+    batch of an epoch (gradient accumulation, a last partial batch) and every eval batch."""
+    task = ToyTask()
+    features = task.prepare(make_dataset(37, seed=3, max_len=30))
+    widths, pads = (16, 32), {"input_ids": 0}
+    full = Batcher(features, task.model_input_names, widths, pads)
+    split = 15
+    counts = [split, len(features) - split]
+    positions = _interleaved_rows(processes=2, devices=2)
+    sharded = [
+        ShardedBatcher(
+            Batcher(part, task.model_input_names, widths, pads),
+            full.lengths,
+            counts,
+            process_index=p,
+            local_devices=2,
+            row_positions=positions,
+        )
+        for p, part in enumerate((features[:split], features[split:]))
+    ]
+    sampler = LengthGroupedSampler(full.lengths, 8 * 2, seed=1)
+    plans = [(batch, 16, (2,)) for batch in sampler.epoch(0)]
+    plans += [(batch, 12, ()) for batch in eval_plan(full.lengths, 12, sort_by_length=True)]
+    assert len(plans[len(sampler) - 1][0]) < 16  # a partial training batch is among them
+    capacities = set()
+    for indices, rows, leading in plans:
+        want = full.batch(indices, rows, leading=leading)
+        blocks = [s.batch(indices, rows, leading=leading) for s in sharded]
+        for block in blocks:
+            assert block.shape == want.shape
+            assert (block.real_tokens, block.computed_tokens) == (
+                want.real_tokens,
+                want.computed_tokens,
+            )
+            np.testing.assert_array_equal(block.indices, want.indices)
+        np.testing.assert_array_equal(blocks[0].source_rows, blocks[1].source_rows)
+        got = _assemble(blocks, positions, full.pad_values)
+        assert got.keys() == want.arrays.keys()
+        for name, array in want.arrays.items():
+            np.testing.assert_array_equal(got[name], array, err_msg=name)
+        capacities.add(blocks[0].arrays["input_ids"].shape[-2])
+    assert min(capacities) < max(rows for _, rows, _ in plans)  # blocks smaller than batches
+
+
+def test_assemble_rows_on_devices():
+    """The jitted gather: rows in the requested order, padding rows filled, batch sharded."""
+    mesh = make_mesh()
+    rng = np.random.default_rng(0)
+    local = {
+        "input_ids": rng.integers(1, 50, (2, 8, 5)).astype(np.int32),
+        "labels": rng.integers(0, 3, (2, 8, 5)).astype(np.int32),
+    }
+    source = np.array([[7, 6, 5, 4, 3, 2, 1, -1], [0, -1, -1, 2, 4, 6, 1, 3]], np.int32)
+    out = assemble_rows(local, source, mesh, batch_axis=1, pad_values={"input_ids": 9})
+    (rows,) = process_rows(mesh, 8)  # one process holds every row
+    np.testing.assert_array_equal(rows, np.arange(8))
+    for name, array in local.items():
+        want = np.take_along_axis(array, np.maximum(source, 0)[..., None], axis=1)
+        pad = 9 if name == "input_ids" else -100
+        want = np.where(source[..., None] >= 0, want, pad)
+        np.testing.assert_array_equal(np.asarray(out[name]), want)
+        assert out[name].sharding.spec == jax.sharding.PartitionSpec(None, "data")
+    flat = assemble_rows({"labels": local["labels"][0]}, source[0], mesh)
+    np.testing.assert_array_equal(np.asarray(flat["labels"])[:7], local["labels"][0][7:0:-1])
+    assert (np.asarray(flat["labels"])[7] == -100).all()
