@@ -1,15 +1,18 @@
-"""Runs 1 and 2: flaxtrainer as shipped (length buckets) and in seed mode (every row padded to 128).
+"""Runs 1 and 2: flaxtrainer as shipped (packed rows) and in seed mode (every row padded to 128).
 
 Both build the model with `flaxtrainer.models.from_pretrained`, the task with
 `TokenClassificationTask(label_names, tokenizer, max_seq_length=128)` and train with
 `FlaxTrainer`; seed mode only sets `pad_to_max_length=True`, as run_flax_ner.py pads. The
-harness watches through a callback: wall clock at train begin, after the first step (with a
-device sync, so its time includes running the step, not only compiling it) and at train end;
-padding efficiency and compiled shapes come from the trainer's train metrics. As in the
-PyTorch run, `save_strategy="no"`: no checkpoint is written.
+harness watches through a callback: wall clock at train begin, after the first step and after
+the last one (each with a device sync, so the time includes running the steps, not only
+dispatching them); padding efficiency and compiled shapes come from the trainer's train
+metrics. The clock stops at the last step, before `train()` exports the model (the PyTorch
+`Trainer.train()` exports nothing). As in the PyTorch run, `save_strategy="no"`: no checkpoint
+is written. `--mode warm` is the shipped configuration run again with a JAX persistent
+compilation cache that an earlier run filled (`run.py --only warm` does both).
 Started by `run.py` as its own process; writes one JSON result.
 
-    python benchmarks/flax_runs.py --mode bucketed|seed --data_dir D --model_dir M --result_json R
+    python benchmarks/flax_runs.py --mode bucketed|seed|warm --data_dir D --model_dir M --result_json R
 """
 
 from __future__ import annotations
@@ -27,8 +30,12 @@ import spec
 _PROCESS_START = time.perf_counter()
 
 MODES = {
-    "bucketed": ("flaxtrainer", "flaxtrainer as shipped: length-bucketed dynamic padding"),
+    "bucketed": ("flaxtrainer", "flaxtrainer as shipped: sentences packed into 128-token rows"),
     "seed": ("flaxtrainer-seed", "flaxtrainer, seed mode: every row padded to max_seq_length 128"),
+    "warm": (
+        "flaxtrainer-warm-cache",
+        "flaxtrainer as shipped, compiled steps loaded from a filled persistent cache",
+    ),
 }
 
 
@@ -67,7 +74,8 @@ def _step_timer(clock: CompileClock):
     from flaxtrainer.callbacks import Callback
 
     class StepTimer(Callback):
-        """Wall clock at train begin, after step 1 has run, and at train end."""
+        """Wall clock at train begin, after step 1 has run, and after the last step has run
+        (at train end if training stops early)."""
 
         begin = first_step_end = end = None
         first_step_tokens = 0
@@ -83,8 +91,14 @@ def _step_timer(clock: CompileClock):
                 _sync(trainer)
                 self.first_step_end = time.perf_counter()
                 self.first_step_tokens = trainer.state.num_input_tokens_seen
+            if trainer.state.global_step >= trainer.state.max_steps:
+                self._stop(trainer)
 
         def on_train_end(self, trainer) -> None:
+            if self.end is None:
+                self._stop(trainer)
+
+        def _stop(self, trainer) -> None:
             _sync(trainer)
             self.end = time.perf_counter()
             clock.phase = None
@@ -127,7 +141,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def run(
-    mode: str, data_dir: Path, model_dir: Path, overrides: dict[str, Any] | None = None
+    mode: str,
+    data_dir: Path,
+    model_dir: Path,
+    overrides: dict[str, Any] | None = None,
+    epochs: float = spec.NUM_EPOCHS,
 ) -> dict[str, Any]:
     """Train one epoch, predict on validation, and return the result fields.
 
@@ -175,7 +193,7 @@ def run(
             "do_train": True,
             "per_device_train_batch_size": spec.GLOBAL_TRAIN_BATCH // devices,
             "per_device_eval_batch_size": spec.GLOBAL_EVAL_BATCH // devices,
-            "num_train_epochs": spec.NUM_EPOCHS,
+            "num_train_epochs": epochs,
             "learning_rate": spec.LEARNING_RATE,
             "seed": spec.SEED,
             "pad_to_max_length": mode == "seed",
@@ -202,6 +220,8 @@ def run(
         eval_s = time.perf_counter() - t0 - (tokenize["s"] - train_tokenize_s)
         eval_shapes = len(trainer._eval_shapes)  # no public count of eval compilations
 
+    # sentences trained on (every epoch), as the PyTorch run counts them
+    sentences = round(metrics["train_samples_per_second"] * metrics["train_runtime"])
     train_runtime_s = timer.end - timer.begin
     first_step_s = timer.first_step_end - timer.begin
     real_tokens = int(trainer.state.num_input_tokens_seen)
@@ -209,12 +229,12 @@ def run(
     return {
         "name": name,
         "description": description,
-        "train_sentences": len(data.train_tokens),
+        "train_sentences": sentences,
         "train_steps": timer.steps,
         "train_runtime_s": train_runtime_s,
         "first_step_s": first_step_s,
         **spec.rates(
-            sentences=len(data.train_tokens),
+            sentences=sentences,
             real_tokens=real_tokens,
             train_runtime_s=train_runtime_s,
             first_step_s=first_step_s,
@@ -261,9 +281,21 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="extra TrainingArguments, e.g. max_buckets=4 (repeatable)",
     )
+    parser.add_argument("--num_train_epochs", type=float, default=spec.NUM_EPOCHS)
+    parser.add_argument(
+        "--compilation_cache_dir",
+        type=Path,
+        default=None,
+        help="JAX persistent compilation cache (required by --mode warm)",
+    )
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.training_arg)
-    spec.write_result(args.result_json, run(args.mode, args.data_dir, args.model_dir, overrides))
+    if args.mode == "warm" and args.compilation_cache_dir is None:
+        parser.error("--mode warm needs --compilation_cache_dir (filled by an earlier run)")
+    if args.compilation_cache_dir is not None:
+        overrides["compilation_cache_dir"] = str(args.compilation_cache_dir)
+    result = run(args.mode, args.data_dir, args.model_dir, overrides, args.num_train_epochs)
+    spec.write_result(args.result_json, result)
 
 
 if __name__ == "__main__":

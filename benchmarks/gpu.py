@@ -8,8 +8,9 @@ not timed; the next `--steps` are, between two device syncs.
 
   --lengths full   every row 128 real tokens (what packed rows look like): one compiled shape,
                    no padding, so tokens/s is the model's own speed;
-  --lengths ner    NER-like sentence lengths (log-normal, median ~24) in the trainer's length
-                   buckets: up to 8 compiled shapes; shows what bucketing leaves on the table.
+  --lengths ner    NER-like sentence lengths (log-normal, median ~24) as the trainer ships:
+                   packed several to a row in one planned grid (one compiled shape); with
+                   --no_packing in its length buckets instead (up to 8 compiled shapes).
 
 MFU = model FLOPs of the real tokens per second / the card's peak, with model FLOPs per token
 = 6 x (matmul parameters: all but the embedding tables) + 12 x layers x hidden x sentence
@@ -217,6 +218,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             learning_rate=5e-5,
             dtype=args.dtype,
             pad_to_max_length=args.lengths == "full",
+            packing=False if args.no_packing else None,
             logging_steps=steps,
             report_to="none",
             disable_tqdm=True,
@@ -248,6 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "step_ms": 1000 * timed_s / args.steps,
         "tokens_per_s": tokens_per_s,
         "sentences_per_s": args.steps * shape.global_batch / timed_s,
+        "packing": trainer.packing,
         "padding_efficiency": output.metrics["padding_efficiency"],  # whole run
         "train_compiled_shapes": output.metrics["train_compiled_shapes"],
         # > 0 means compilation fell into the timed window: raise --warmup
@@ -268,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--tiny", action="store_true", help="tiny model and batch (CPU smoke run)")
     parser.add_argument("--lengths", choices=("full", "ner"), default="full")
+    parser.add_argument(
+        "--no_packing", action="store_true", help="--lengths ner: length buckets, not packing"
+    )
     parser.add_argument("--global_batch", type=int, default=None, help="default 256 (tiny: 8)")
     parser.add_argument("--seq_len", type=int, default=None, help="default 128 (tiny: 32)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 50; tiny 2)")

@@ -53,7 +53,8 @@ def _timer_callback(collator: CountingCollator):
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
-        """Wall clock at train begin, at the end of the first step, and at train end."""
+        """Wall clock at train begin, at the end of the first step, and at the end of the last
+        step (at train end if training stops early), as the flaxtrainer runs measure."""
 
         begin = first_step_end = end = None
         steps = 0
@@ -65,9 +66,12 @@ def _timer_callback(collator: CountingCollator):
             self.steps += 1
             if self.first_step_end is None:
                 self.first_step_end = time.perf_counter()
+            if state.global_step >= state.max_steps:
+                self.end = time.perf_counter()
 
         def on_train_end(self, args, state, control, **kwargs):
-            self.end = time.perf_counter()
+            if self.end is None:
+                self.end = time.perf_counter()
             collator.recording = False  # evaluation reuses the collator
 
     return StepTimer()
@@ -96,7 +100,9 @@ def tokenize_and_align_labels(examples, tokenizer, max_seq_length: int) -> dict[
     return tokenized
 
 
-def run(data_dir: Path, model_dir: Path, threads: int | None) -> dict[str, Any]:
+def run(
+    data_dir: Path, model_dir: Path, threads: int | None, epochs: float = spec.NUM_EPOCHS
+) -> dict[str, Any]:
     """Train one epoch, predict on validation, and return the result fields."""
     import numpy as np
     import torch
@@ -161,7 +167,7 @@ def run(data_dir: Path, model_dir: Path, threads: int | None) -> dict[str, Any]:
             output_dir=output_dir,
             per_device_train_batch_size=spec.GLOBAL_TRAIN_BATCH,
             per_device_eval_batch_size=spec.GLOBAL_EVAL_BATCH,
-            num_train_epochs=spec.NUM_EPOCHS,
+            num_train_epochs=epochs,
             learning_rate=spec.LEARNING_RATE,
             seed=spec.SEED,
             report_to=[],
@@ -247,8 +253,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model_dir", type=Path, required=True)
     parser.add_argument("--result_json", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
+    parser.add_argument("--num_train_epochs", type=float, default=spec.NUM_EPOCHS)
     args = parser.parse_args(argv)
-    spec.write_result(args.result_json, run(args.data_dir, args.model_dir, args.threads))
+    result = run(args.data_dir, args.model_dir, args.threads, args.num_train_epochs)
+    spec.write_result(args.result_json, result)
 
 
 if __name__ == "__main__":

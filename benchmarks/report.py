@@ -84,6 +84,11 @@ def comparisons(runs: Sequence[dict[str, Any]]) -> dict[str, float | None]:
                 "after_first_step_sentences_per_s", ref
             )
             out[f"f1_points_vs_{key}"] = 100 * (flax["val_f1"] - ref["val_f1"])
+    warm, torch = by_name.get("flaxtrainer-warm-cache"), by_name.get("hf-pytorch")
+    if warm is not None and torch is not None:
+        out["speedup_warm_cache_vs_torch"] = (
+            warm["train_sentences_per_s"] / torch["train_sentences_per_s"]
+        )
     return out
 
 
@@ -101,6 +106,11 @@ def format_comparisons(values: dict[str, float | None]) -> str:
                 f"the whole train loop ({times(values[f'speedup_after_first_step_vs_{key}'])} "
                 f"after the first step), F1 {values[f'f1_points_vs_{key}']:+.2f} points"
             )
+    if "speedup_warm_cache_vs_torch" in values:
+        lines.append(
+            "flaxtrainer with a warm compilation cache vs torch: "
+            f"{times(values['speedup_warm_cache_vs_torch'])} sentences/s over the whole train loop"
+        )
     return "\n".join(lines)
 
 

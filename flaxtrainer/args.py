@@ -178,8 +178,9 @@ class TrainingArguments:
     packing: bool | None = field(
         default=None,
         metadata=_help(
-            "Pack several sentences into each row of max_seq_length tokens (one compiled train "
-            "shape, little padding; a batch still holds its batch size of sentences). Unset: "
+            "Pack several sentences into each row of up to max_seq_length tokens (one grid planned "
+            "for the run: one compiled train shape, little padding; a batch still holds its "
+            "batch size of sentences). Unset: "
             "on when the model reads attention_mask as segment ids and takes position_ids "
             "(flaxtrainer's encoders), on one process, without pad_to_max_length or "
             "bucket_widths; else length buckets."
@@ -198,8 +199,9 @@ class TrainingArguments:
     dropout_rng: DropoutRng = field(
         default="hash",
         metadata=_help(
-            "Dropout mask generator: hash (a keyed counter hash, cheap to run and compile) or "
-            "threefry (JAX's default). Either gives the same masks on any number of devices."
+            "Dropout mask generator: hash (a keyed counter hash, a few integer operations per "
+            "element) or threefry (JAX's default, a 20-round cipher per element). Either gives "
+            "the same masks on any number of devices."
         ),
     )
     compilation_cache_dir: str | None = field(

@@ -3,12 +3,13 @@
 Features (see ``Task.prepare``) are unpadded 1-D int arrays. Two layouts keep compute on real
 tokens while compiling few shapes:
 
-- *packing* (:class:`PackingBatcher`): the sentences of a batch are laid end to end in rows of
-  one fixed width, first-fit decreasing; ``attention_mask`` numbers the sentences of a row
-  (1, 2, ...) so each attends only to itself, and ``position_ids`` restart at each sentence.
-  One compiled shape, ~95% real tokens on short-sentence corpora. A batch still holds
+- *packing* (:class:`PackingBatcher`): the sentences of a batch are laid end to end in rows,
+  first-fit decreasing; ``attention_mask`` numbers the sentences of a row (1, 2, ...) so each
+  attends only to itself, and ``position_ids`` restart at each sentence. A batch still holds
   ``batch_size`` sentences; the sampler deals them so that every batch has about the same
-  number of tokens, and the grid's row count is the most any batch of the run needs.
+  number of tokens, and one grid (rows x width, :meth:`PackingBatcher.plan_grid`) planned
+  before training holds every batch of the run: one compiled shape, ~95% real tokens on
+  short-sentence corpora.
 - *length buckets* (:class:`Batcher`): each batch is padded to the smallest of a few fixed
   widths that fits its longest row; batches group rows of similar length. One compiled shape
   per width used.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,10 @@ from flaxtrainer.sharding import DEFAULT_PAD_VALUES, pad_rows
 LABELS = "labels"
 POSITION_IDS = "position_ids"
 BUCKET_MULTIPLE = 16
+#: Packed row widths are multiples of this (or the task's max_seq_length).
+PACK_WIDTH_MULTIPLE = 16
+#: Batches on which packing candidates are scored (the chosen grid covers every batch).
+PLAN_SAMPLE_BATCHES = 256
 
 
 def bucket_widths(
@@ -62,7 +67,8 @@ class HostBatch:
     """A padded batch on the host.
 
     ``arrays``: name -> int32 array ``[*leading, rows, width]``; ``indices``: the feature index
-    of every row in row-major order, ``-1`` for padding rows; ``real_tokens``: unpadded tokens.
+    of every row in row-major order (packed batches: of every sentence slot, see
+    :meth:`placements`), ``-1`` for padding; ``real_tokens``: unpadded tokens.
     """
 
     arrays: dict[str, np.ndarray]
@@ -183,6 +189,8 @@ def first_fit_decreasing(lengths: np.ndarray, width: int) -> tuple[np.ndarray, n
     free: list[int] = []
     for item in np.argsort(-np.asarray(lengths), kind="stable"):
         size = int(lengths[item])
+        if size > width:
+            raise ValueError(f"first_fit_decreasing: an item of {size} exceeds the width {width}.")
         row = next((r for r, room in enumerate(free) if room >= size), len(free))
         if row == len(free):
             free.append(width)
@@ -203,22 +211,30 @@ class PackedHostBatch(HostBatch):
         return self.rows, self.starts
 
 
+@dataclass(frozen=True)
+class PackingGrid:
+    """The fixed layout of packed micro-batches: ``rows`` rows of ``width`` tokens."""
+
+    rows: int
+    width: int
+
+
 class PackingBatcher(Batcher):
-    """Packs features into fixed ``[grid_rows, width]`` grids, several per row.
+    """Packs features into fixed ``[rows, width]`` grids (:class:`PackingGrid`), several per row.
 
     ``attention_mask`` holds each row's sentence number (1, 2, ...; 0 on padding), which the
     encoders read as block-diagonal attention, and ``position_ids`` restart at
     ``position_offset`` (the model's ``config.position_offset``) for every sentence, so each
     sentence is encoded as if it were alone (up to float rounding). The task must name
     ``attention_mask`` among its model inputs, and the model must read it as segment ids
-    (docs/internals.md).
+    (docs/internals.md). Rows are at most ``max_width`` wide; :meth:`plan_grid` picks the grid.
     """
 
     def __init__(
         self,
         features: Sequence[Mapping[str, Any]],
         model_input_names: Sequence[str],
-        width: int,
+        max_width: int,
         pad_values: Mapping[str, int] | None = None,
         position_offset: int = 0,
     ) -> None:
@@ -228,8 +244,8 @@ class PackingBatcher(Batcher):
                 f"task's model inputs {tuple(model_input_names)} do not include it; turn "
                 "packing off (TrainingArguments(packing=False))."
             )
-        super().__init__(features, model_input_names, (width,), pad_values)
-        self.width = int(width)
+        super().__init__(features, model_input_names, (max_width,), pad_values)
+        self.max_width = int(max_width)
         self.position_offset = int(position_offset)
         self.packed_names = tuple(
             n for n in self.input_names if n not in ("attention_mask", POSITION_IDS)
@@ -239,56 +255,91 @@ class PackingBatcher(Batcher):
     def array_names(self) -> tuple[str, ...]:
         return (*self.packed_names, "attention_mask", POSITION_IDS, LABELS)
 
-    def rows_needed(self, indices: np.ndarray) -> int:
-        """Rows of ``width`` that ``indices`` pack into."""
-        return first_fit_decreasing(self.lengths[np.asarray(indices, np.int64)], self.width)[2]
+    def rows_needed(self, indices: np.ndarray, width: int | None = None) -> int:
+        """Rows of ``width`` (default ``max_width``) that ``indices`` pack into."""
+        lengths = self.lengths[np.asarray(indices, np.int64)]
+        return first_fit_decreasing(lengths, width or self.max_width)[2]
 
-    def fit_rows(
-        self, batches: Iterable[np.ndarray], micro_size: int | None = None, multiple: int = 1
-    ) -> int:
-        """Grid rows that hold every micro-batch of ``batches``, rounded up to a multiple of
-        ``multiple`` (the device count). A batch's micro-batches are its consecutive runs of
-        ``micro_size`` features (default: the whole batch), as :meth:`batch` cuts them."""
-        most = 1
-        for indices in batches:
-            indices = np.asarray(indices, np.int64)
-            step = micro_size or max(indices.size, 1)
-            for start in range(0, indices.size, step):
-                most = max(most, self.rows_needed(indices[start : start + step]))
-        return -(-most // multiple) * multiple
+    def plan_grid(
+        self,
+        batches: Sequence[np.ndarray],
+        micro_size: int | None = None,
+        multiple: int = 1,
+        width_cost: float | None = None,
+        sample: int = PLAN_SAMPLE_BATCHES,
+    ) -> PackingGrid:
+        """The grid for ``batches``: every micro-batch fits, with the least estimated compute.
+
+        A batch's micro-batches are its consecutive runs of ``micro_size`` features (default:
+        the whole batch), as :meth:`batch` cuts them. Rows are rounded up to a multiple of
+        ``multiple`` (the device count). Candidate widths: multiples of
+        ``PACK_WIDTH_MULTIPLE`` from the longest feature up to ``max_width``, and
+        ``max_width``; each is scored on up to ``sample`` batches as
+        ``rows * width * (1 + width / width_cost)``: attention's cost per token grows with the
+        row width, about as ``width / d_model`` relative to the rest of an encoder layer
+        (measured on CPU; ``width_cost=None`` scores computed tokens only). Narrow rows
+        waste less on attention, wide rows pack tighter. The rows of the chosen width then
+        cover every batch.
+        """
+        parts = [
+            part
+            for indices in batches
+            for part in _runs(np.asarray(indices, np.int64), micro_size)
+            if part.size
+        ]
+        if not parts:
+            return PackingGrid(multiple, self.max_width)
+        longest = int(self.lengths.max())
+        step = PACK_WIDTH_MULTIPLE
+        candidates = sorted(
+            {w for w in range(-(-longest // step) * step, self.max_width, step)} | {self.max_width}
+        )
+        scored = parts[:: max(1, -(-len(parts) // sample))]
+
+        def rows_for(width: int, group: Sequence[np.ndarray]) -> int:
+            most = max(self.rows_needed(part, width) for part in group)
+            return -(-most // multiple) * multiple
+
+        def cost(width: int) -> float:
+            scale = 1 + width / width_cost if width_cost else 1.0
+            return rows_for(width, scored) * width * scale
+
+        width = min(candidates, key=lambda w: (cost(w), -w))
+        return PackingGrid(rows_for(width, parts), width)
 
     def batch(
         self,
         indices: np.ndarray,
         rows: int,
         leading: tuple[int, ...] = (),
-        grid_rows: int | None = None,
+        grid: PackingGrid | None = None,
     ) -> PackedHostBatch:
         """Pack ``indices`` (at most ``rows`` sentences, cut into ``prod(leading)`` equal
-        micro-batches in order) into ``[*leading, grid_rows, width]``. A micro-batch that needs
-        more than ``grid_rows`` rows gets them (another compiled shape: size ``grid_rows`` with
-        :meth:`fit_rows` over the whole run to avoid it)."""
+        micro-batches in order) into ``[*leading, grid.rows, grid.width]``. A micro-batch that
+        needs more than ``grid.rows`` rows gets them (another compiled shape: plan the grid
+        over the whole run with :meth:`plan_grid` to avoid it). Default grid: ``max_width``
+        and as many rows as needed."""
         indices = np.asarray(indices, np.int64)
         if indices.size > rows:
             raise ValueError(f"PackingBatcher: {indices.size} features for {rows} slots.")
+        grid = grid or PackingGrid(1, self.max_width)
+        width = grid.width
         groups = math.prod(leading) if leading else 1
         slots = np.full(rows, -1, np.int64)
         slots[: indices.size] = indices
-        parts = slots.reshape(groups, rows // groups)
         layouts = []
-        for part in parts:
+        for part in slots.reshape(groups, rows // groups):
             real = part[part >= 0]
-            layouts.append((real, *first_fit_decreasing(self.lengths[real], self.width)))
-        needed = max((n for *_, n in layouts), default=1)
-        grid = max(grid_rows or 0, needed, 1)
+            layouts.append((real, *first_fit_decreasing(self.lengths[real], width)))
+        height = max(grid.rows, *(n for *_, n in layouts))
         arrays = {
-            name: np.full((groups, grid, self.width), self._pad(name), np.int32)
+            name: np.full((groups, height, width), self._pad(name), np.int32)
             for name in self.array_names
         }
         flat_rows = np.full(rows, -1, np.int64)
         flat_starts = np.full(rows, -1, np.int64)
         for g, (real, part_rows, part_starts, _) in enumerate(layouts):
-            segment = np.zeros(grid, np.int32)
+            segment = np.zeros(height, np.int32)
             for feature_index, row, start in zip(real, part_rows, part_starts):
                 feature = self.features[feature_index]
                 end = start + int(self.lengths[feature_index])
@@ -300,22 +351,24 @@ class PackingBatcher(Batcher):
                     self.position_offset, self.position_offset + end - start
                 )
             slot = g * (rows // groups) + np.arange(real.size)
-            flat_rows[slot] = g * grid + part_rows
+            flat_rows[slot] = g * height + part_rows
             flat_starts[slot] = part_starts
         if leading:
-            arrays = {k: v.reshape(*leading, grid, self.width) for k, v in arrays.items()}
+            arrays = {k: v.reshape(*leading, height, width) for k, v in arrays.items()}
         else:
             arrays = {k: v[0] for k, v in arrays.items()}
         return PackedHostBatch(
-            arrays,
-            slots,
-            int(self.lengths[indices].sum()),
-            rows=flat_rows,
-            starts=flat_starts,
+            arrays, slots, int(self.lengths[indices].sum()), rows=flat_rows, starts=flat_starts
         )
 
     def _pad(self, name: str) -> int:
         return 0 if name in ("attention_mask", POSITION_IDS) else self.pad_values.get(name, 0)
+
+
+def _runs(indices: np.ndarray, size: int | None) -> list[np.ndarray]:
+    """``indices`` cut into consecutive runs of ``size`` (``None``: one run)."""
+    step = size or max(indices.size, 1)
+    return [indices[i : i + step] for i in range(0, indices.size, step)]
 
 
 def deal_balanced(

@@ -1,4 +1,4 @@
-"""XLA compilation: JAX's persistent compilation cache, and compiling step shapes ahead.
+"""XLA compilation across runs: JAX's persistent compilation cache.
 
 Compiling one train step of a small encoder takes seconds on CPU (MiniLM: ~5 s), as long as
 tens of steps of a short fine-tuning run, so the trainer compiles as few shapes as it can
@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
@@ -40,27 +37,3 @@ def enable_compilation_cache(directory: str | os.PathLike[str]) -> str:
         compilation_cache.reset_cache()
         logger.info("JAX persistent compilation cache: %s", path)
     return path
-
-
-def compile_ahead(
-    jitted: Callable[..., Any],
-    argument_sets: Sequence[tuple[Any, ...]],
-    max_workers: int | None = None,
-) -> list[Any]:
-    """Lower and compile ``jitted`` for each tuple of (abstract) arguments, in parallel threads.
-
-    XLA compiles one program mostly on one core and releases the GIL, so on an idle machine
-    ``n`` shapes compile in about ``n / cores`` times the time of one. Returns the compiled
-    executables in order; call them with concrete arguments of the same shapes and shardings.
-    """
-    if not argument_sets:
-        return []
-    workers = max_workers or min(len(argument_sets), os.cpu_count() or 1)
-
-    def build(arguments: Iterable[Any]) -> Any:
-        return jitted.lower(*arguments).compile()
-
-    if workers <= 1 or len(argument_sets) == 1:
-        return [build(a) for a in argument_sets]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xla-compile") as pool:
-        return list(pool.map(build, argument_sets))

@@ -9,8 +9,10 @@ How a run flows (see ``docs/internals.md`` for the contracts):
 - ``nnx.split(model, nnx.Param, ...)`` gives ``(graphdef, params, rest)``; parameters (fp32
   master weights) and optimizer state are replicated over a 1-D ``"data"`` mesh, each batch is
   split over it, and the pure step functions (``steps.py``) merge the model inside ``jit``.
-- Features from ``task.prepare`` are padded to a few bucket widths (``batching.py``); the
-  training order is a pure function of ``(seed, epoch)``; evaluation sees every feature once.
+- Features from ``task.prepare`` are packed several to a row in one grid planned for the whole
+  run (flaxtrainer encoders, one process: ``args.packing``), else padded to a few bucket
+  widths (``batching.py``); either way a batch holds the batch size of sentences; the training
+  order is a pure function of ``(seed, epoch)``; evaluation sees every feature once.
 - Step metrics (loss sum, label count, grad norm) accumulate on device and reach the host only
   at logging steps; the host runs at most two steps ahead of the device.
 - After ``train()`` the trained parameters are written back into ``self.model``.
@@ -39,6 +41,7 @@ from flaxtrainer.batching import (
     HostBatch,
     LengthGroupedSampler,
     PackingBatcher,
+    PackingGrid,
     balanced_plan,
     bucket_widths,
     eval_plan,
@@ -204,7 +207,7 @@ class FlaxTrainer:
         self._window = _Totals()
         self._input_names = tuple(task.model_input_names)
         self.packing = self._packing_supported()
-        self._train_grid_rows: int | None = None
+        self._train_grid: PackingGrid | None = None
         self._eval_step = jit_eval_step(
             make_eval_step(
                 self.graphdef,
@@ -333,10 +336,11 @@ class FlaxTrainer:
             max_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
         if isinstance(batcher, PackingBatcher):  # one grid for the whole run: one shape
             epochs = range(math.ceil(max_steps / steps_per_epoch))
-            self._train_grid_rows = batcher.fit_rows(
-                (b for e in epochs for b in sampler.epoch(e)),
+            self._train_grid = batcher.plan_grid(
+                [b for e in epochs for b in sampler.epoch(e)],
                 micro_size=self.train_batch_size,
                 multiple=self.num_devices,
+                width_cost=self._width_cost(),
             )
         self._schedule = make_schedule(args, max_steps)
         tx = make_optimizer(args, self._schedule)
@@ -384,7 +388,7 @@ class FlaxTrainer:
             epoch = state.epoch_index
             self.callbacks.on_epoch_begin(self)
             host_batches = (
-                self._collate(batcher, indices, rows, (accum,), self._train_grid_rows)
+                self._collate(batcher, indices, rows, (accum,), self._train_grid)
                 for _, indices in sampler.iter_epoch(epoch, state.step_in_epoch)
             )
             for host, device in prefetch_to_device(host_batches, self._put_train_batch, size=2):
@@ -512,10 +516,10 @@ class FlaxTrainer:
         start = time.perf_counter()
         _, features, batcher = self._prepare(dataset)
         params = self._eval_params()
-        grid_rows = None
+        grid = None
         if isinstance(batcher, PackingBatcher):
             plan = balanced_plan(batcher.lengths, self.eval_batch_size)
-            grid_rows = batcher.fit_rows(plan, multiple=self.num_devices)
+            grid = batcher.plan_grid(plan, multiple=self.num_devices, width_cost=self._width_cost())
         else:
             plan = eval_plan(
                 batcher.lengths, self.eval_batch_size, sort_by_length=len(batcher.widths) > 1
@@ -527,14 +531,14 @@ class FlaxTrainer:
             batch_outputs, loss_sum, count = to_host(result)
             totals["loss_sum"] += float(loss_sum)
             totals["count"] += int(count)
-            for index, row, start in zip(host.indices, *host.placements()):
+            for index, row, first in zip(host.indices, *host.placements()):
                 if index >= 0:
-                    end = start + batcher.lengths[index]
-                    outputs[index] = {k: v[row, start:end] for k, v in batch_outputs.items()}
+                    end = first + batcher.lengths[index]
+                    outputs[index] = {k: v[row, first:end] for k, v in batch_outputs.items()}
 
         pending: deque[tuple[HostBatch, Any]] = deque()
         for indices in plan:
-            host = self._collate(batcher, indices, self.eval_batch_size, (), grid_rows)
+            host = self._collate(batcher, indices, self.eval_batch_size, (), grid)
             self._record_shape(self._eval_shapes, host.shape)
             device_batch = put_host_batch(host, self.mesh)
             pending.append((host, self._eval_step(params, self._rest, device_batch)))
@@ -782,12 +786,17 @@ class FlaxTrainer:
         indices: np.ndarray,
         rows: int,
         leading: tuple[int, ...],
-        grid_rows: int | None,
+        grid: PackingGrid | None,
     ) -> HostBatch:
-        """``batcher.batch``; a packing batcher also gets the grid's row count."""
+        """``batcher.batch``; a packing batcher also gets its planned grid."""
         if isinstance(batcher, PackingBatcher):
-            return batcher.batch(indices, rows, leading, grid_rows=grid_rows)
+            return batcher.batch(indices, rows, leading, grid=grid)
         return batcher.batch(indices, rows, leading)
+
+    def _width_cost(self) -> float | None:
+        """Row width at which attention costs about as much as the rest of a layer (see
+        ``PackingBatcher.plan_grid``): the model's ``d_model``."""
+        return getattr(getattr(self.model, "config", None), "d_model", None)
 
     def _put_train_batch(self, host: HostBatch) -> dict[str, jax.Array]:
         return put_host_batch(host, self.mesh, batch_axis=1)

@@ -1,9 +1,19 @@
-"""Length buckets, the pure resumable sampler, and evaluation plans."""
+"""Length buckets, packing, the pure resumable sampler, and evaluation plans."""
 
 import numpy as np
 import pytest
 
-from flaxtrainer.batching import Batcher, LengthGroupedSampler, bucket_widths, eval_plan
+from flaxtrainer.batching import (
+    Batcher,
+    LengthGroupedSampler,
+    PackingBatcher,
+    PackingGrid,
+    balanced_plan,
+    bucket_widths,
+    deal_balanced,
+    eval_plan,
+    first_fit_decreasing,
+)
 
 
 def _features(lengths, with_mask=True):
@@ -104,3 +114,152 @@ def test_eval_plan_covers_each_feature_once():
         assert sorted(np.concatenate(plan).tolist()) == list(range(7))
         assert [len(b) for b in plan] == [3, 3, 1]
     assert np.concatenate(eval_plan(lengths, 3, False)).tolist() == list(range(7))
+
+
+# ------------------------------------------------------------------------------------ packing
+def _packing_features(lengths):
+    out = []
+    for i, n in enumerate(lengths):
+        out.append(
+            {
+                "input_ids": np.arange(1, n + 1, dtype=np.int32) + 100 * i,
+                "token_type_ids": np.full(n, i % 2, np.int32),
+                "attention_mask": np.ones(n, np.int32),
+                "labels": np.full(n, i % 5, np.int32),
+            }
+        )
+    return out
+
+
+def test_first_fit_decreasing_places_every_item_once_within_rows():
+    lengths = np.random.default_rng(0).integers(1, 60, size=40)
+    rows, starts, n = first_fit_decreasing(lengths, 64)
+    grid = np.zeros((n, 64), int)
+    for length, row, start in zip(lengths, rows, starts):
+        assert start + length <= 64
+        grid[row, start : start + length] += 1
+    assert grid.max() == 1 and grid.sum() == lengths.sum()  # no overlap, nothing lost
+    assert n <= -(-lengths.sum() // 64) + 3  # close to the lower bound
+    assert first_fit_decreasing(np.array([64, 1]), 64)[2] == 2
+
+
+def test_deal_balanced_evens_out_tokens():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 80, size=320)
+    groups = deal_balanced(rng.permutation(320), lengths, [32] * 9 + [32])
+    assert sorted(np.concatenate(groups).tolist()) == list(range(320))
+    assert [len(g) for g in groups] == [32] * 10
+    sums = [lengths[g].sum() for g in groups]
+    random_sums = [lengths[i : i + 32].sum() for i in range(0, 320, 32)]
+    assert np.ptp(sums) < np.ptp(random_sums) / 5
+    uneven = deal_balanced(np.arange(10), lengths[:10], [4, 4, 2])
+    assert [len(g) for g in uneven] == [4, 4, 2]
+
+
+def test_token_balanced_sampler_is_pure_covers_everything_and_balances():
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(3, 80, size=1003)
+    sampler = LengthGroupedSampler(lengths, 32, seed=3, mega_batches=8, balance_tokens=True)
+    epoch0 = sampler.epoch(0)
+    assert len(epoch0) == len(sampler) == 32
+    assert sorted(np.concatenate(epoch0).tolist()) == list(range(1003))
+    again = LengthGroupedSampler(lengths, 32, seed=3, mega_batches=8, balance_tokens=True)
+    assert all(np.array_equal(a, b) for a, b in zip(epoch0, again.epoch(0)))
+    assert not all(np.array_equal(a, b) for a, b in zip(epoch0, sampler.epoch(1)))
+    full = [b for b in epoch0 if len(b) == 32]
+    spread = np.ptp([lengths[b].sum() for b in full])
+    plain = LengthGroupedSampler(lengths, 32, 3, group_by_length=False).epoch(0)
+    # (chunks are balanced inside; their means still differ a little)
+    assert spread < np.ptp([lengths[b].sum() for b in plain if len(b) == 32]) / 3
+    # micro-batches (gradient accumulation) are balanced one by one
+    micro = LengthGroupedSampler(lengths, 32, 3, balance_tokens=True, micro_batches=4).epoch(0)
+    quarters = [lengths[b[i : i + 8]].sum() for b in micro if len(b) == 32 for i in (0, 8, 16, 24)]
+    assert np.ptp(quarters) < np.ptp([lengths[b[:8]].sum() for b in plain]) / 3
+    with pytest.raises(ValueError, match="not a multiple of micro_batches"):
+        LengthGroupedSampler(lengths, 30, 3, micro_batches=4)
+
+
+def test_packed_batch_layout_segments_positions_and_placements():
+    lengths = [5, 3, 7, 2, 6]
+    batcher = PackingBatcher(
+        _packing_features(lengths),
+        ("input_ids", "attention_mask", "token_type_ids"),
+        max_width=10,
+        pad_values={"input_ids": 0},
+        position_offset=2,
+    )
+    batch = batcher.batch(np.array([0, 1, 2, 3, 4]), rows=6, grid=PackingGrid(4, 10))
+    assert batch.shape == (4, 10) and batch.computed_tokens == 40 and batch.real_tokens == 23
+    assert set(batch.arrays) == {
+        "input_ids",
+        "token_type_ids",
+        "attention_mask",
+        "position_ids",
+        "labels",
+    }
+    np.testing.assert_array_equal(batch.indices, [0, 1, 2, 3, 4, -1])
+    rows, starts = batch.placements()
+    seen = np.zeros((4, 10), bool)
+    for index, row, start in zip(batch.indices[:5], rows[:5], starts[:5]):
+        n = lengths[index]
+        window = slice(start, start + n)
+        np.testing.assert_array_equal(
+            batch.arrays["input_ids"][row, window], 100 * index + 1 + np.arange(n)
+        )
+        np.testing.assert_array_equal(batch.arrays["position_ids"][row, window], 2 + np.arange(n))
+        segment = batch.arrays["attention_mask"][row, window]
+        assert len(set(segment.tolist())) == 1 and segment[0] > 0
+        assert (batch.arrays["labels"][row, window] == index % 5).all()
+        seen[row, window] = True
+    # each row numbers its sentences 1, 2, ...; padding: mask 0, label -100, position 0
+    for row in range(4):
+        ids = batch.arrays["attention_mask"][row][seen[row]]
+        assert sorted(set(ids.tolist())) == list(range(1, len(set(ids.tolist())) + 1))
+    assert (batch.arrays["attention_mask"][~seen] == 0).all()
+    assert (batch.arrays["labels"][~seen] == -100).all()
+    assert (batch.arrays["position_ids"][~seen] == 0).all()
+    assert batcher.rows_needed(np.arange(5)) == 3  # 7+3, 6+2, 5
+    assert batcher.plan_grid([np.arange(5)], multiple=4) == PackingGrid(4, 10)
+
+
+def test_packed_micro_batches_and_growing_grid():
+    lengths = [4] * 8
+    batcher = PackingBatcher(
+        _packing_features(lengths), ("input_ids", "attention_mask"), max_width=8
+    )
+    batch = batcher.batch(np.arange(7), rows=8, leading=(2,), grid=PackingGrid(2, 8))
+    assert batch.shape == (2, 2, 8)
+    rows, _ = batch.placements()
+    # micro-batch 0 holds features 0-3 (flattened rows 0-1), micro-batch 1 features 4-6
+    assert set(rows[:4].tolist()) <= {0, 1} and set(rows[4:7].tolist()) <= {2, 3}
+    assert batcher.plan_grid([np.arange(8)], micro_size=4) == PackingGrid(2, 8)
+    # a batch that does not fit the planned grid gets the rows it needs (another shape)
+    assert batcher.batch(np.arange(8), rows=8, grid=PackingGrid(2, 8)).shape == (4, 8)
+    with pytest.raises(ValueError, match="do not include it"):
+        PackingBatcher(_packing_features([3]), ("input_ids",), max_width=8)
+
+
+def test_plan_grid_trades_row_width_against_packing():
+    # sentences of 20-40 tokens; rows up to 128
+    lengths = np.random.default_rng(4).integers(20, 41, size=256)
+    batcher = PackingBatcher(_packing_features(lengths), ("input_ids", "attention_mask"), 128)
+    batches = [np.arange(i, i + 32) for i in range(0, 256, 32)]
+
+    def computed(width: int) -> int:
+        return width * max(batcher.rows_needed(b, width) for b in batches)
+
+    tight = batcher.plan_grid(batches)  # computed tokens only
+    assert computed(tight.width) == min(computed(w) for w in (48, 64, 80, 96, 112, 128))
+    cheap = batcher.plan_grid(batches, width_cost=64)  # attention dear: narrower rows
+    assert cheap.width < tight.width and cheap.width % 16 == 0 and cheap.width >= 40
+    for grid in (tight, cheap):  # every batch fits the planned grid
+        assert all(batcher.rows_needed(b, grid.width) <= grid.rows for b in batches)
+        assert batcher.batch(batches[0], 32, grid=grid).shape == (grid.rows, grid.width)
+    assert batcher.plan_grid(batches, multiple=8).rows % 8 == 0
+
+
+def test_balanced_plan_covers_each_feature_once():
+    lengths = np.random.default_rng(3).integers(1, 50, size=23)
+    plan = balanced_plan(lengths, 5)
+    assert sorted(np.concatenate(plan).tolist()) == list(range(23))
+    assert [len(b) for b in plan] == [5, 5, 5, 5, 3]
