@@ -1,13 +1,22 @@
 """Flax NNX encoders for token classification that read and write Hugging Face checkpoints.
 
 Families (by `config.json` `model_type`): bert, roberta / xlm-roberta / camembert, distilbert,
-electra. See `docs/internals.md` for the forward contract.
+electra, deberta-v2 (DeBERTa-v2/v3, mDeBERTa-v3), modernbert. See `docs/internals.md` for the
+forward contract.
 """
 
-from flaxtrainer.models import bert, distilbert, electra, roberta  # noqa: F401  (registration)
+from flaxtrainer.models import (  # noqa: F401  (registration)
+    bert,
+    deberta_v2,
+    distilbert,
+    electra,
+    modernbert,
+    roberta,
+)
 from flaxtrainer.models.auto import from_pretrained, load_config, read_config, save_pretrained
 from flaxtrainer.models.bert import BertConfig, BertForTokenClassification, BertModel
 from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.deberta_v2 import DebertaV2Config, DebertaV2ForTokenClassification
 from flaxtrainer.models.distilbert import (
     DistilBertConfig,
     DistilBertForTokenClassification,
@@ -17,6 +26,7 @@ from flaxtrainer.models.electra import ElectraConfig, ElectraForTokenClassificat
 from flaxtrainer.models.errors import ModelLoadError
 from flaxtrainer.models.hub import resolve_model_path
 from flaxtrainer.models.layers import segment_position_ids
+from flaxtrainer.models.modernbert import ModernBertConfig, ModernBertForTokenClassification
 from flaxtrainer.models.registry import (
     ModelFamily,
     family_for,
@@ -30,12 +40,16 @@ __all__ = [
     "BertConfig",
     "BertForTokenClassification",
     "BertModel",
+    "DebertaV2Config",
+    "DebertaV2ForTokenClassification",
     "DistilBertConfig",
     "DistilBertForTokenClassification",
     "DistilBertModel",
     "ElectraConfig",
     "ElectraForTokenClassification",
     "ElectraModel",
+    "ModernBertConfig",
+    "ModernBertForTokenClassification",
     "EncoderConfig",
     "EncoderForTokenClassification",
     "ModelFamily",

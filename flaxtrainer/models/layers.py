@@ -5,6 +5,10 @@ layer; they differ only in embeddings, hyper-parameter names and checkpoint key 
 
 Precision: parameters live in `param_dtype`; matmuls run in `dtype` (e.g. bfloat16); LayerNorm
 statistics and the attention softmax are always computed in float32.
+
+Attention runs through `jax.nn.dot_product_attention` (:func:`fused_attention`) unless dropout on
+the attention probabilities is active; see :func:`attention`. Rotary-embedding helpers (ModernBERT)
+live here too.
 """
 
 from __future__ import annotations
@@ -14,12 +18,19 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.typing import DTypeLike
 
 # Score given to disallowed query/key pairs. Finite, so a fully masked (padding) query row gets a
 # uniform softmax instead of NaN.
 MASKED_SCORE = -1e9
+
+# `implementation` passed to `jax.nn.dot_product_attention`. None lets JAX choose; in jax 0.10.2
+# that is always the XLA path (einsum + masked float32 softmax, fused by XLA), on every backend:
+# cuDNN is only used when asked for with "cudnn", which needs bfloat16/float16 inputs and rejects
+# a two-sided local window (ModernBERT's) without a causal mask.
+ATTENTION_IMPLEMENTATION = None
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
@@ -78,6 +89,124 @@ def segment_position_ids(attention_mask: jax.Array, start: int = 0) -> jax.Array
     return jnp.where(attention_mask != 0, index - run_start + start, 0).astype(jnp.int32)
 
 
+def window_pairs(pairs: jax.Array, local_window: int | None) -> jax.Array:
+    """`pairs` restricted to keys at most `local_window` rows from the query (`None`: unchanged).
+
+    The distance is between row indices. Within one packed sentence (a contiguous run of the
+    mask) it equals the distance between the sentence's positions, and pairs across sentences are
+    already excluded by `pairs`, so the window is measured within each sentence.
+    """
+    if local_window is None:
+        return pairs
+    index = jnp.arange(pairs.shape[-1])
+    band = jnp.abs(index[:, None] - index[None, :]) <= local_window
+    return pairs & band
+
+
+def rotary_tables(
+    position_ids: jax.Array, head_dim: int, theta: float
+) -> tuple[jax.Array, jax.Array]:
+    """float32 `(cos, sin)` `[batch, seq, head_dim]` of the default rotary embedding (base `theta`)."""
+    inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    freqs = position_ids[..., None].astype(jnp.float32) * jnp.asarray(inv_freq, jnp.float32)
+    angles = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotates `x` `[batch, seq, heads, head_dim]` (halves layout, as Hugging Face), in float32."""
+    x32 = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    return (x32 * cos[:, :, None, :] + rotated * sin[:, :, None, :]).astype(x.dtype)
+
+
+# ---- attention ------------------------------------------------------------------------------------
+
+
+def einsum_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    pairs: jax.Array,
+    *,
+    local_window: int | None = None,
+    dropout: nnx.Dropout | None = None,
+    deterministic: bool = True,
+    rngs: nnx.Rngs | None = None,
+) -> jax.Array:
+    """Attention written out: scores, masked float32 softmax, dropout on the probabilities.
+
+    `q`, `k`, `v` are `[batch, seq, heads, head_dim]`, `pairs` a boolean `[batch, 1, seq, seq]`
+    (see :func:`attention_pairs`); returns `[batch, seq, heads, head_dim]`. A padding query with no
+    allowed key gets a uniform softmax (finite), as in :func:`fused_attention`.
+    """
+    pairs = window_pairs(pairs, local_window)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.where(pairs, scores * q.shape[-1] ** -0.5, MASKED_SCORE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    if dropout is not None:
+        probs = dropout(probs, deterministic=deterministic, rngs=rngs)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def fused_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    pairs: jax.Array,
+    *,
+    local_window: int | None = None,
+) -> jax.Array:
+    """`jax.nn.dot_product_attention` with the segment mask and an optional two-sided window.
+
+    Same layout and result as :func:`einsum_attention` without dropout. A query whose mask row is
+    all False (padding) gets every score replaced by the same large negative number, hence a
+    uniform softmax: finite, like `MASKED_SCORE` in the einsum path.
+    """
+    return jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        mask=pairs,
+        scale=q.shape[-1] ** -0.5,
+        local_window_size=None if local_window is None else (local_window, local_window),
+        implementation=ATTENTION_IMPLEMENTATION,
+    )
+
+
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    pairs: jax.Array,
+    *,
+    dropout: nnx.Dropout,
+    deterministic: bool,
+    rngs: nnx.Rngs | None,
+    local_window: int | None = None,
+) -> jax.Array:
+    """Self-attention `[batch, seq, heads, head_dim]`, fused unless probability dropout is on.
+
+    The fused kernel cannot drop attention probabilities, so while training with a non-zero
+    attention dropout rate the einsum path runs (the numerics and dropout masks of the written-out
+    attention, consuming the same dropout keys). Otherwise (evaluation, prediction, or a rate of
+    0, where `nnx.Dropout` is the identity and draws no key) the fused path runs.
+    """
+    if not deterministic and dropout.rate > 0:
+        return einsum_attention(
+            q,
+            k,
+            v,
+            pairs,
+            local_window=local_window,
+            dropout=dropout,
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+    return fused_attention(q, k, v, pairs, local_window=local_window)
+
+
 # ---- layers ---------------------------------------------------------------------------------------
 
 
@@ -103,7 +232,13 @@ def dense(
 
 
 def layer_norm(
-    features: int, *, epsilon: float, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs
+    features: int,
+    *,
+    epsilon: float,
+    dtype: DTypeLike,
+    param_dtype: DTypeLike,
+    rngs: nnx.Rngs,
+    use_bias: bool = True,
 ) -> nnx.LayerNorm:
     """`nnx.LayerNorm` with float32 two-pass statistics (matches PyTorch, safe in bfloat16)."""
     return nnx.LayerNorm(
@@ -111,6 +246,7 @@ def layer_norm(
         epsilon=epsilon,
         dtype=dtype,
         param_dtype=param_dtype,
+        use_bias=use_bias,
         use_fast_variance=False,
         rngs=rngs,
     )
@@ -159,12 +295,10 @@ class SelfAttention(nnx.Module):
         q = self.query(x).reshape(heads)
         k = self.key(x).reshape(heads)
         v = self.value(x).reshape(heads)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        scores = jnp.where(pairs, scores * self.head_dim**-0.5, MASKED_SCORE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        probs = self.dropout(probs, deterministic=deterministic, rngs=rngs)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, seq, -1)
-        return self.out(context)
+        context = attention(
+            q, k, v, pairs, dropout=self.dropout, deterministic=deterministic, rngs=rngs
+        )
+        return self.out(context.reshape(batch, seq, -1))
 
 
 class TransformerLayer(nnx.Module):

@@ -39,7 +39,7 @@ def test_invalid_config_json_names_the_line(tmp_path):
 
 def test_unsupported_model_type_lists_supported(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    expected = "model_type 'gpt2' is not supported; supported model types: bert, camembert, distilbert, electra, roberta, xlm-roberta"
+    expected = "model_type 'gpt2' is not supported; supported model types: bert, camembert, deberta-v2, distilbert, electra, modernbert, roberta, xlm-roberta"
     with pytest.raises(ModelLoadError, match=re.escape(expected)):
         from_pretrained(tmp_path)
 
