@@ -1,10 +1,13 @@
-"""GPU throughput of FlaxTrainer: a bert-base-sized encoder, bf16, large batch; tokens/s and MFU.
+"""GPU throughput of FlaxTrainer: a base-sized encoder, bf16, large batch; tokens/s and MFU.
 
-A randomly initialised BERT (`BertConfig` defaults: 12 layers, hidden 768, 12 heads, 110M
-parameters) trains through `FlaxTrainer` (its jitted data-parallel step, batching, sharding and
-host loop: the library as users get it) with `dtype="bfloat16"` (bf16 compute, fp32 master
-weights) on synthetic token-classification rows. `--warmup` steps (compilation included) are
-not timed; the next `--steps` are, between two device syncs.
+`--model` picks the architecture, randomly initialised (no download; see gpu_models.py):
+bert-base (`BertConfig` defaults: 12 layers, hidden 768, 12 heads, 110M parameters, the
+default), deberta-v3-base (microsoft/deberta-v3-base's architecture: disentangled relative
+attention) or modernbert-base (answerdotai/ModernBERT-base's: 22 layers, GeGLU, rotary, local
+attention in 2 of 3 layers). It trains through `FlaxTrainer` (its jitted data-parallel step,
+batching, sharding and host loop: the library as users get it) with `dtype="bfloat16"` (bf16
+compute, fp32 master weights) on synthetic token-classification rows. `--warmup` steps
+(compilation included) are not timed; the next `--steps` are, between two device syncs.
 
   --lengths full   every row 128 real tokens (what packed rows look like): one compiled shape,
                    no padding, so tokens/s is the model's own speed;
@@ -12,17 +15,21 @@ not timed; the next `--steps` are, between two device syncs.
                    packed several to a row in one planned grid (one compiled shape); with
                    --no_packing in its length buckets instead (up to 8 compiled shapes).
 
-MFU = model FLOPs of the real tokens per second / the card's peak, with model FLOPs per token
-= 6 x (matmul parameters: all but the embedding tables) + 12 x layers x hidden x sentence
-length (attention scores and values, forward and backward), as in PaLM's appendix B. Padding
-is not model work, so it lowers MFU. Peak: `--peak_tflops`, else looked up from the device
-name (H100 / H200 SXM: 989 dense bf16 TFLOP/s).
+MFU = model FLOPs of the real tokens per second / the card's peak. Model FLOPs per token
+(gpu_models.flops_per_token, which documents each term) = 6 x matmul parameters (all but the
+embedding tables) + 12 x hidden x C per layer (attention scores and values, forward and
+backward, PaLM appendix B; C = keys per query: the sentence length, token-weighted, or for
+ModernBERT's local layers the keys inside the window), plus for DeBERTa 12 x hidden x C per
+layer for the c2p and p2c score terms and the per-step projection of the relative-position
+embeddings. Padding and masked-out scores are not model work, so they lower MFU. Peak:
+`--peak_tflops`, else looked up from the device name (H100 / H200 SXM: 989 dense bf16 TFLOP/s).
 
 The task here is a small duck-typed one, not `flaxtrainer.tasks`: that package imports
 `datasets` and `seqeval`, which the GPU image lacks, and the trainer needs only the protocol.
 
     PYTHONPATH=. python3 benchmarks/gpu.py --out gpu.json            # on the device, < 8 min
-    python benchmarks/gpu.py --tiny                                  # CPU smoke run, seconds
+    PYTHONPATH=. python3 benchmarks/gpu.py --model deberta-v3-base --out gpu_deberta.json
+    python benchmarks/gpu.py --tiny --model modernbert-base          # CPU smoke run, seconds
 """
 
 from __future__ import annotations
@@ -33,33 +40,24 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gpu_models import (
+    LABELS,
+    MODELS,
+    Shape,
+    base_shape,
+    build_model,
+    flops_per_token,
+    parameter_counts,
+)
 
 #: Dense bf16 peak TFLOP/s by device-name fragment (vendor datasheets, SXM parts).
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "V5E": 197.0}
 
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class Shape:
-    """Model and batch sizes of a run."""
-
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    vocab_size: int
-    global_batch: int
-    seq_len: int
-
-
-BERT_BASE = Shape(768, 12, 12, 3072, 30522, global_batch=256, seq_len=128)
-TINY = Shape(32, 2, 2, 64, 1000, global_batch=8, seq_len=32)
 
 
 class SyntheticTokenTask:
@@ -126,13 +124,6 @@ def row_lengths(kind: str, rows: int, seq_len: int, seed: int) -> list[int]:
     return np.clip(np.rint(lengths), 4, seq_len).astype(int).tolist()
 
 
-def flops_per_token(shape: Shape, matmul_params: int, lengths: list[int]) -> float:
-    """Training model FLOPs per real token: 6N plus attention over each sentence's length."""
-    mean_context = float(np.sum(np.square(lengths)) / np.sum(lengths))
-    attention = 12 * shape.num_hidden_layers * shape.hidden_size * mean_context
-    return 6 * matmul_params + attention
-
-
 def peak_tflops(device_kind: str, override: float | None) -> float | None:
     """The card's dense bf16 peak: `override`, else a lookup by device name, else None."""
     if override:
@@ -145,13 +136,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build the model, train warmup + timed steps, and return the measurements."""
     import jax
     import jax.numpy as jnp
-    from flax import nnx
 
     from flaxtrainer import FlaxTrainer, TrainingArguments
     from flaxtrainer.callbacks import Callback
-    from flaxtrainer.models import BertConfig, BertForTokenClassification
 
-    base = TINY if args.tiny else BERT_BASE
+    base = base_shape(args.model, args.tiny)
     shape = Shape(
         base.hidden_size,
         base.num_hidden_layers,
@@ -168,24 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     labels = tuple(f"L{i}" for i in range(args.num_labels))
-    config = BertConfig(
-        hidden_size=shape.hidden_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        intermediate_size=shape.intermediate_size,
-        vocab_size=shape.vocab_size,
-        max_position_embeddings=max(512, shape.seq_len),
-        labels=labels,
-    )
-    model = BertForTokenClassification(config, dtype=dtype, rngs=nnx.Rngs(args.seed))
-    params = nnx.state(model, nnx.Param)
-    total_params = sum(x.size for x in jax.tree.leaves(params))
-    embedding_params = sum(
-        x.size
-        for path, x in jax.tree.leaves_with_path(params)
-        if "['embedding']" in jax.tree_util.keystr(path)  # nnx.Embed tables: lookups, not matmuls
-    )
-    matmul_params = total_params - embedding_params
+    model = build_model(args.model, shape, labels, tiny=args.tiny, dtype=dtype, seed=args.seed)
+    total_params, matmul_params = parameter_counts(model)
 
     steps = args.warmup + args.steps
     lengths = row_lengths(args.lengths, steps * shape.global_batch, shape.seq_len, args.seed)
@@ -233,13 +206,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timed_s = window.end - window.start
     real_tokens = trainer.state.num_input_tokens_seen - window.tokens_at_start
     tokens_per_s = real_tokens / timed_s
-    model_tflops = flops_per_token(shape, matmul_params, lengths) * tokens_per_s / 1e12
+    # Sentences per optimizer step: `global_batch` of them, however they are packed into rows.
+    tokens_per_step = float(np.mean(lengths)) * shape.global_batch
+    flops = flops_per_token(model.config, matmul_params, lengths, tokens_per_step)
+    model_tflops = flops["total"] * tokens_per_s / 1e12
     device = jax.devices()[0]
     peak = peak_tflops(device.device_kind, args.peak_tflops)
     return {
         "device": f"{devices} x {device.device_kind} ({jax.default_backend()})",
-        "model": f"BERT random init: {shape.num_hidden_layers} layers, hidden {shape.hidden_size}, "
-        f"{total_params / 1e6:.3g}M parameters ({matmul_params / 1e6:.3g}M in matmuls)",
+        "model_name": args.model,
+        "model": f"{LABELS[args.model]} random init: {shape.num_hidden_layers} layers, "
+        f"hidden {shape.hidden_size}, {total_params / 1e6:.4g}M parameters "
+        f"({matmul_params / 1e6:.4g}M in matmuls)",
+        "total_params": total_params,
+        "matmul_params": matmul_params,
         "dtype": args.dtype,
         "lengths": args.lengths,
         "global_batch": shape.global_batch,
@@ -256,6 +236,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # > 0 means compilation fell into the timed window: raise --warmup
         "shapes_compiled_while_timed": output.metrics["train_compiled_shapes"]
         - window.shapes_at_start,
+        "flops_per_token": flops["total"],
+        "flops_per_token_terms": {k: v for k, v in flops.items() if k != "total"},
         "model_tflops_per_s": model_tflops,
         "peak_tflops": peak,
         "mfu": model_tflops / peak if peak else None,
@@ -269,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--model", choices=MODELS, default="bert-base", help="the architecture")
     parser.add_argument("--tiny", action="store_true", help="tiny model and batch (CPU smoke run)")
     parser.add_argument("--lengths", choices=("full", "ner"), default="full")
     parser.add_argument(
@@ -295,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
 
     result = run(args)
     for key, value in result.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:,.4g}" for k, v in value.items())
         shown = f"{value:,.4g}" if isinstance(value, float) else value
         print(f"{key:>24}: {shown}")
     if args.out:

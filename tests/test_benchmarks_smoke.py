@@ -33,6 +33,7 @@ def _load(name: str):
 
 spec = _load("spec")
 report = _load("report")
+gpu_models = sys.modules["gpu_models"] = _load("gpu_models")  # gpu.py's `import gpu_models`
 gpu = _load("gpu")
 
 
@@ -112,14 +113,65 @@ def test_table_and_comparisons():
     assert "speedup_vs_seed" not in values
 
 
+def _config(model: str, tiny: bool = False):
+    """The config `gpu.py` builds for `model` (no weights)."""
+    from flaxtrainer.models import BertConfig, DebertaV2Config, ModernBertConfig
+
+    shape = gpu_models.base_shape(model, tiny)
+    dims = dict(
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        intermediate_size=shape.intermediate_size,
+        vocab_size=shape.vocab_size,
+    )
+    if model == "bert-base":
+        return BertConfig(**dims)
+    if model == "deberta-v3-base":
+        return DebertaV2Config(**dims, **gpu_models.DEBERTA_V3)
+    return ModernBertConfig(**dims)
+
+
 def test_model_flops_of_bert_base():
-    n = 85_000_000
-    assert gpu.flops_per_token(gpu.BERT_BASE, n, [128] * 4) == 6 * n + 12 * 12 * 768 * 128
+    n, config = 85_000_000, _config("bert-base")
+    flops = gpu.flops_per_token(config, n, [128] * 4, 512.0)
+    assert flops == {
+        "matmul": 6 * n,
+        "attention": 12 * 12 * 768 * 128,
+        "total": 6 * n + 12 * 12 * 768 * 128,
+    }
     # attention context is the token-weighted mean length: (4*4 + 12*12) / (4 + 12) = 10
-    assert gpu.flops_per_token(gpu.BERT_BASE, n, [4, 12]) == 6 * n + 12 * 12 * 768 * 10
+    assert gpu.flops_per_token(config, n, [4, 12], 16.0)["attention"] == 12 * 12 * 768 * 10
     assert gpu.peak_tflops("NVIDIA H100 80GB HBM3", None) == 989.4
     assert gpu.peak_tflops("cpu", None) is None
     assert gpu.peak_tflops("cpu", 2.0) == 2.0
+
+
+def test_model_flops_of_deberta_v3_base_add_the_disentangled_terms():
+    n, config = 85_000_000, _config("deberta-v3-base")
+    assert config.relative_span == 256 and config.pos_att_type == ("p2c", "c2p")
+    flops = gpu.flops_per_token(config, n, [128] * 256, 128 * 256.0)
+    assert flops["attention"] == 12 * 12 * 768 * 128
+    # c2p + p2c: two score matmuls of QK^T's size, 2 x 2 x 768 x 128 forward, x 3, per layer
+    assert flops["disentangled_scores"] == 2 * 12 * 3 * 2 * 768 * 128
+    # the 512 relative embeddings through the shared key and query weights, once per step
+    assert flops["position_projections"] == 2 * 12 * 6 * 512 * 768**2 / (128 * 256)
+    assert flops["total"] == pytest.approx(sum(v for k, v in flops.items() if k != "total"))
+
+
+def test_model_flops_of_modernbert_base_count_the_window():
+    config = _config("modernbert-base")
+    assert config.layer_types.count("full_attention") == 8 and config.sliding_window == 64
+    assert gpu_models.pairs_in_window(5, None) == 25
+    assert gpu_models.pairs_in_window(5, 1) == 5 + 2 * 4  # the diagonal and its two neighbours
+    assert gpu_models.pairs_in_window(5, 4) == 25  # the window covers the sentence
+    brute = sum(abs(i - j) <= 64 for i in range(128) for j in range(128))
+    assert gpu_models.pairs_in_window(128, 64) == brute
+    flops = gpu.flops_per_token(config, 100, [128, 32], 160.0)
+    global_context = (128**2 + 32**2) / 160
+    local_context = (brute + 32**2) / 160  # 32 tokens fit the window
+    assert flops["attention"] == pytest.approx(12 * 768 * (8 * global_context + 14 * local_context))
+    assert set(flops) == {"matmul", "attention", "total"}
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -205,19 +257,38 @@ def test_seed_mode_and_pytorch_runs_count_the_same_tokens(tmp_path, tiny_model_d
         assert math.isfinite(run["train_loss"]) and run["peak_rss_mib"] > 100
 
 
-def test_gpu_script_runs_tiny_on_cpu(tmp_path):
-    out = tmp_path / "gpu.json"
-    command = [sys.executable, str(BENCH / "gpu.py"), "--tiny", "--peak_tflops", "1.0"]
-    done = subprocess.run(
-        [*command, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=_child_env(),
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def gpu_tiny(tmp_path_factory):
+    """`gpu_tiny(X)`: the JSON result of `gpu.py --tiny --model X` on the CPU, run once per X."""
+    results: dict[str, dict] = {}
+
+    def run(model: str) -> dict:
+        if model not in results:
+            out = tmp_path_factory.mktemp("gpu") / f"{model}.json"
+            command = [sys.executable, str(BENCH / "gpu.py"), "--tiny", "--peak_tflops", "1.0"]
+            done = subprocess.run(
+                [*command, "--model", model, "--out", str(out)],
+                capture_output=True,
+                text=True,
+                env=_child_env(),
+                timeout=300,
+                cwd=ROOT,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            results[model] = json.loads(out.read_text())
+        return results[model]
+
+    return run
+
+
+@pytest.mark.parametrize("model", gpu_models.MODELS)
+def test_gpu_script_runs_tiny_on_cpu(gpu_tiny, model):
+    result = gpu_tiny(model)
+    assert result["model_name"] == model
+    assert result["tokens_per_s"] > 0
+    terms = result["flops_per_token_terms"]
+    assert result["flops_per_token"] == pytest.approx(sum(terms.values()))
+    assert terms["matmul"] == 6 * result["matmul_params"]
     assert result["dtype"] == "bfloat16"
     assert result["train_compiled_shapes"] == 1
     assert result["padding_efficiency"] == 1.0  # --lengths full: every row real
@@ -225,3 +296,21 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path):
     assert result["mfu"] == pytest.approx(result["model_tflops_per_s"] / 1.0)
     assert 0 < result["mfu"] < 1
     assert math.isfinite(result["train_loss"])
+
+
+def test_gpu_script_counts_deberta_attention_above_berts(gpu_tiny):
+    """Equal tiny dims: DeBERTa's FLOPs/token exceed BERT's by its disentangled terms."""
+    bert, deberta = gpu_tiny("bert-base"), gpu_tiny("deberta-v3-base")
+    assert (bert["seq_len"], bert["global_batch"]) == (deberta["seq_len"], deberta["global_batch"])
+    assert deberta["flops_per_token"] > bert["flops_per_token"]
+    b, d = bert["flops_per_token_terms"], deberta["flops_per_token_terms"]
+    assert d["attention"] == pytest.approx(b["attention"])  # same layers, hidden and lengths
+    assert d["disentangled_scores"] == pytest.approx(b["attention"])  # c2p + p2c: 2 x QK^T's size
+    assert d["position_projections"] > 0
+    # Not a parameter-count artefact: the matmul parameters differ by a LayerNorm or so, and the
+    # difference is exactly that plus the two disentangled terms.
+    params_delta = deberta["matmul_params"] - bert["matmul_params"]
+    assert abs(params_delta) < 100
+    assert deberta["flops_per_token"] - bert["flops_per_token"] == pytest.approx(
+        6 * params_delta + d["disentangled_scores"] + d["position_projections"]
+    )
