@@ -1,6 +1,7 @@
 """CoNLL column files (``.conll``, ``.txt``, ``.iob``, ``.bio``) and CoNLL-U (``.conllu``).
 
-CoNLL: one token per line, the token in the first column and tags in the others, a blank line
+CoNLL: one token per line, the token in the first column and tags in the others (which column
+:func:`read_conll` reads depends on the task and the number of columns), a blank line
 between sentences, ``-DOCSTART-`` lines skipped. A file whose first data line holds a tab is
 split on tabs (tokens may then contain spaces); otherwise on runs of spaces. Every line must have
 as many columns as the file's first data line; a file of one column (tokens only) has no tags.
@@ -10,17 +11,26 @@ CoNLL-U: a file whose chosen tag column (UPOS or XPOS) is ``_`` for every token 
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 from flaxtrainer.data.errors import DataError
 from flaxtrainer.data.raw import RawSplit, lines_of, read_text
 
+logger = logging.getLogger(__name__)
+
 DOCSTART = "-DOCSTART-"
 _SPACES = re.compile(r" +")
 
 # CoNLL-2003 (token, POS, chunk, NER): the column each task reads when no column is given.
 _CONLL2003_COLUMNS = {"pos": 1, "chunk": 2}
+# Phrase types of syntactic chunks (CoNLL-2000): a 3-column file whose last column holds only
+# these is word/POS/chunk; otherwise (word/POS/NER) it has no chunk column.
+CHUNK_TYPES = frozenset(
+    {"NP", "VP", "PP", "ADJP", "ADVP", "SBAR", "PRT", "CONJP", "INTJ", "LST", "UCP"}
+)
+_CHUNK_PREFIX = re.compile(r"^[BIELSU]-")
 
 CONLLU_COLUMNS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
 _CONLLU_TAG_COLUMN = {"upos": 3, "xpos": 4}
@@ -31,61 +41,109 @@ def _columns(n: int) -> str:
     return f"{n} column" if n == 1 else f"{n} columns"
 
 
-def _label_column(path: Path, ncols: int, lineno: int, label_column: int | None, task: str) -> int:
-    if label_column is None:
-        if ncols == 4 and task in _CONLL2003_COLUMNS:
-            return _CONLL2003_COLUMNS[task]
-        return ncols - 1
-    column = label_column + ncols if label_column < 0 else label_column
-    if not 1 <= column < ncols:
+def _index(path: Path, what: str, value: int, ncols: int, lineno: int) -> int:
+    """A 0-based column index (negative counts from the end) checked against ``ncols``."""
+    column = value + ncols if value < 0 else value
+    if not 0 <= column < ncols:
         raise DataError(
-            f"{path}: label column {label_column} does not exist: line {lineno} has {ncols} "
-            f"columns (0 is the token). Choose a column from 1 to {ncols - 1}, or -1 for the last."
+            f"{path}: {what} {value} does not exist: line {lineno} has {_columns(ncols)} "
+            f"(0-based: 0 to {ncols - 1}, or -1 for the last)."
         )
     return column
 
 
+def _looks_like_chunks(tags: list[str]) -> bool:
+    types = {_CHUNK_PREFIX.sub("", tag) for tag in tags if tag != "O"}
+    return bool(types) and types <= CHUNK_TYPES
+
+
+def _choose_columns(
+    path: Path,
+    rows: list[tuple[int, list[str]]],
+    label_column: int | None,
+    token_column: int,
+    task: str,
+) -> tuple[int, int | None, str]:
+    """(token column, tag column or None for a 1-column file, why that tag column)."""
+    lineno, first = rows[0]
+    ncols = len(first)
+    token = _index(path, "token column", token_column, ncols, lineno)
+    if ncols == 1:
+        return token, None, ""
+    if label_column is not None:
+        label = _index(path, "label column", label_column, ncols, lineno)
+        if label == token:
+            raise DataError(
+                f"{path}: label column {label_column} is the token column ({token}). Give "
+                "different columns for tokens (--token_column) and tags (--label_column)."
+            )
+        return token, label, f"label_column={label_column}"
+    if token == 0 and task in _CONLL2003_COLUMNS and ncols in (3, 4):
+        if ncols == 4:
+            names = ("POS", "chunk")[_CONLL2003_COLUMNS[task] - 1]
+            return 0, _CONLL2003_COLUMNS[task], f"{names}, as in CoNLL-2003: word POS chunk NER"
+        if task == "pos":
+            return 0, 1, "POS, as in word POS NER / word POS chunk files"
+        last = [fields[2] for _, fields in rows]
+        if _looks_like_chunks(last):
+            return 0, 2, "chunk, as in CoNLL-2000: word POS chunk"
+        example = next((tag for tag in last if tag != "O"), "O")
+        raise DataError(
+            f"{path} has 3 columns (line {lineno}: {' '.join(first)!r}), which reads as word "
+            f"POS NER: its last column holds tags such as {example!r}, not chunk phrases "
+            "(NP, VP, PP, ...), so --task_name chunk finds no chunk "
+            "column. Give the tag column with --label_column N (label_column=N), or use "
+            "--task_name ner / pos."
+        )
+    label = ncols - 1
+    if label == token:
+        if ncols != 2:
+            raise DataError(
+                f"{path}: the tokens are in the last column ({token}), where the tags are by "
+                "default. Give the tag column with --label_column N (label_column=N)."
+            )
+        label = 0
+        return token, label, "the column besides the tokens"
+    return token, label, "the last"
+
+
 def read_conll(
-    path: str | Path, *, label_column: int | None = None, task_name: str = "ner"
+    path: str | Path,
+    *,
+    label_column: int | None = None,
+    token_column: int = 0,
+    task_name: str = "ner",
 ) -> RawSplit:
     """Reads a CoNLL column file.
 
-    ``label_column`` is the 0-based column of the tags (negative counts from the end); by
-    default the last one, except that ``task_name`` "pos"/"chunk" on a 4-column file
-    (CoNLL-2003) reads column 1/2. A file of one column (tokens only) gives untagged sentences.
+    ``label_column`` / ``token_column`` are 0-based columns (negative counts from the end) of
+    the tags and words. By default the words are column 0 and the tags the last column, except
+    that ``task_name`` "pos" reads column 1 of a 3- or 4-column file (CoNLL-2003 exports: word
+    POS [chunk] NER), and "chunk" column 2 of a 4-column file or of a 3-column word/POS/chunk
+    (CoNLL-2000) file; a 3-column file whose last column is not chunk tags has no chunk column
+    (a DataError). The columns used are logged once, with an example line. A file of one column
+    (tokens only) gives untagged sentences.
     """
     path = Path(path)
     split = RawSplit(str(path))
     sep: str | None = None
-    ncols = column = first_line = 0
-    tokens: list[str] = []
-    tags: list[str] = []
-    lines: list[int] = []
-
-    def flush() -> None:
-        nonlocal tokens, tags, lines
-        if tokens:
-            split.add(tokens, tags if column else None, f"sentence at line {lines[0]}", lines)
-            tokens, tags, lines = [], [], []
+    first_line = ncols = 0
+    rows: list[tuple[int, list[str]] | None] = []  # None: a sentence boundary
+    raw_lines: dict[int, str] = {}
 
     for lineno, line in enumerate(lines_of(read_text(path)), 1):
         line = line.rstrip(" \t")
-        if not line.strip():
-            flush()
-            continue
-        if line.split(maxsplit=1)[0] == DOCSTART:
-            flush()
+        if not line.strip() or line.split(maxsplit=1)[0] == DOCSTART:
+            rows.append(None)
             continue
         if sep is None:
             sep = "\t" if "\t" in line else " "
             first_line = lineno
+            raw_lines[lineno] = line
         fields = line.split("\t") if sep == "\t" else _SPACES.split(line.lstrip(" "))
+        fields = [field.strip(" ") for field in fields]
         if not ncols:
             ncols = len(fields)
-            if ncols > 1:
-                column = _label_column(path, ncols, lineno, label_column, task_name)
-            else:
-                split.untagged_reason = "every line holds a single column, the token"
         elif len(fields) != ncols:
             hint = (
                 "a missing tag? Tag every line, or (in a test file for prediction only) none"
@@ -96,11 +154,44 @@ def read_conll(
                 f"{path}: line {lineno} has {_columns(len(fields))} but the file's first line "
                 f"(line {first_line}) has {ncols}. Fix that line ({hint}) or remove it."
             )
-        tokens.append(fields[0].strip(" "))
-        if column:
-            tags.append(fields[column].strip(" "))
+        rows.append((lineno, fields))
+
+    data = [r for r in rows if r is not None]
+    if not data:
+        return split  # only -DOCSTART- lines: validated() reports an empty file
+    token, column, why = _choose_columns(path, data, label_column, token_column, task_name)
+    example_line, example = data[0]
+    if column is None:
+        split.untagged_reason = "every line holds a single column, the token"
+    else:
+        logger.info(
+            "%s: tags from column %d (%s), tokens from column %d; e.g. line %d: %r -> token %r, "
+            "tag %r",
+            path,
+            column,
+            why,
+            token,
+            example_line,
+            raw_lines[example_line],
+            example[token],
+            example[column],
+        )
+
+    tokens: list[str] = []
+    tags: list[str] = []
+    lines: list[int] = []
+    for row in [*rows, None]:
+        if row is None:
+            if tokens:
+                where = f"sentence at line {lines[0]}"
+                split.add(tokens, tags if column is not None else None, where, lines)
+                tokens, tags, lines = [], [], []
+            continue
+        lineno, fields = row
+        tokens.append(fields[token])
+        if column is not None:
+            tags.append(fields[column])
         lines.append(lineno)
-    flush()
     return split
 
 
@@ -121,6 +212,7 @@ def read_conllu(path: str | Path, *, tag: str = "upos") -> RawSplit:
     start = 0
     in_sentence = False
     first: tuple[int, str] | None = None  # line and tag of the file's first token
+    example = ("", "")  # that line and its FORM
 
     def flush() -> None:
         nonlocal tokens, tags, lines, in_sentence
@@ -147,6 +239,7 @@ def read_conllu(path: str | Path, *, tag: str = "upos") -> RawSplit:
             continue
         if first is None:
             first = (lineno, fields[column])
+            example = (line, fields[1])
         elif (fields[column] == NO_VALUE) != (first[1] == NO_VALUE):
             raise DataError(
                 f"{path}: line {lineno} has {tag.upper()} {fields[column]!r} but line {first[0]} "
@@ -159,4 +252,17 @@ def read_conllu(path: str | Path, *, tag: str = "upos") -> RawSplit:
     flush()
     if first is not None and first[1] == NO_VALUE:
         split.untagged_reason = f"every token's {tag.upper()} is {NO_VALUE!r}"
+    elif first is not None:
+        logger.info(
+            "%s: tags from column %d, %s (conllu_tag=%r), tokens from column 1, FORM; e.g. "
+            "line %d: %r -> token %r, tag %r",
+            path,
+            column,
+            tag.upper(),
+            tag,
+            first[0],
+            example[0],
+            example[1],
+            first[1],
+        )
     return split

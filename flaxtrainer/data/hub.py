@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 
 from flaxtrainer.data.errors import DataError
-from flaxtrainer.data.raw import RawSplit, choose_columns, untagged_reason
+from flaxtrainer.data.raw import RawSplit, choose_columns, log_columns, untagged_reason
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,17 @@ def read_hub(
         for i, (tokens, tags) in enumerate(zip(rows[text], tag_lists)):
             tags = None if tags is None else _tag_names(tags, names, source, i)
             split.add(list(tokens), tags, f"example {i} (0-based)")
+        if label is not None and len(split):
+            log_columns(
+                source,
+                text,
+                label,
+                label_column_name=column_args.get("label_column_name"),
+                task_name=column_args.get("task_name", "ner"),
+                where=split.where[0],
+                tokens=split.tokens[0],
+                tags=split.tags[0],
+            )
         result[split_name] = split
     if not result:
         raise DataError(f"{name} has none of the splits {SPLITS} (it has {list(dsd)}).")

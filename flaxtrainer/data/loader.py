@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -36,6 +37,7 @@ def read_file(
     label_column_name: str | None = None,
     task_name: str = "ner",
     label_column: int | None = None,
+    token_column: int = 0,
     conllu_tag: str = "upos",
     labels_optional: bool = False,
 ) -> RawSplit:
@@ -47,7 +49,9 @@ def read_file(
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in CONLL_SUFFIXES:
-        split = read_conll(path, label_column=label_column, task_name=task_name)
+        split = read_conll(
+            path, label_column=label_column, token_column=token_column, task_name=task_name
+        )
     elif suffix == ".conllu":
         split = read_conllu(path, tag=conllu_tag)
     elif suffix in (".json", ".jsonl", ".csv"):
@@ -66,42 +70,84 @@ def read_file(
     return split.validated(labels_optional=labels_optional)
 
 
-def build_dataset_dict(
-    splits: dict[str, RawSplit], max_samples: dict[str, int | None] | None = None
-) -> tuple[datasets.DatasetDict, list[str]]:
-    """Fixes the label list, checks every tag against it and encodes the splits.
+def _tag_counts(split: RawSplit) -> Counter[str]:
+    return Counter(tag for tags in split.tags if tags is not None for tag in tags)
 
-    Label order: the source's ClassLabel order if it has one; else sorted over the train split
-    (a tag in another split that train never had is an error); else, without a train split,
-    sorted over all tagged splits. An untagged split (validated with ``labels_optional``) gets
-    the tag -1 for every token, as ``datasets`` marks "no label".
-    """
+
+def _first_use(split: RawSplit, tag: str) -> str:
+    """Where ``tag`` first occurs in ``split``: "line 6 (token 'Paris')"."""
+    for i, tags in enumerate(split.tags):
+        if tags is not None and tag in tags:
+            word = tags.index(tag)
+            return f"{split.locate(i, word)} (token {split.tokens[i][word]!r})"
+    raise AssertionError(f"{tag!r} not in {split.source}")
+
+
+def _label_names(splits: dict[str, RawSplit], strict_labels: bool) -> list[str]:
+    """The label list (see :func:`build_dataset_dict`); warns about, or under
+    ``strict_labels`` refuses, tags of other splits that the train split never uses."""
     source_names = next((s.label_names for s in splits.values() if s.label_names), None)
-    if source_names is not None:
-        label_names = list(source_names)
-    else:
-        tagged = [splits["train"]] if "train" in splits else list(splits.values())
-        label_names = sorted({tag for s in tagged if s.labelled for tags in s.tags for tag in tags})
+    if "train" not in splits:
+        if source_names is not None:
+            return list(source_names)
+        return sorted({tag for s in splits.values() for tag in _tag_counts(s)})
+    train = splits["train"]
+    trained = _tag_counts(train)
+    label_names = list(source_names) if source_names is not None else sorted(trained)
+    extras: set[str] = set()
+    for name, split in splits.items():
+        if name == "train":
+            continue
+        unseen = {tag: n for tag, n in sorted(_tag_counts(split).items()) if tag not in trained}
+        if not unseen:
+            continue
+        if strict_labels:
+            tag = next(iter(unseen))
+            raise DataError(
+                f"{split.source}: {_first_use(split, tag)} has tag {tag!r}, which "
+                f"{train.source} never uses (its tags: {sorted(trained)}); strict_labels "
+                "(--strict_labels) refuses such data. Add training sentences with that tag, fix "
+                "the tag, or drop strict_labels to score it as a miss."
+            )
+        logger.warning(
+            "%s (%s): tags that the training data (%s) never uses: %s. They are kept in the "
+            "label list, but the model can't learn them: every token with one counts as a miss "
+            "(strict_labels / --strict_labels refuses such data instead).",
+            split.source,
+            name,
+            train.source,
+            ", ".join(f"{tag!r} ({n} token{'s' if n != 1 else ''})" for tag, n in unseen.items()),
+        )
+        extras.update(unseen)
+    return label_names + sorted(extras - set(label_names))
+
+
+def build_dataset_dict(
+    splits: dict[str, RawSplit],
+    max_samples: dict[str, int | None] | None = None,
+    *,
+    strict_labels: bool = False,
+) -> tuple[datasets.DatasetDict, list[str]]:
+    """Fixes the label list and encodes the splits.
+
+    Label order: with a train split, its tags (in the source's ClassLabel order if it has one,
+    else sorted), then the tags that only other splits use, sorted; each split with such tags
+    gets a warning naming them and their token counts (the model can't learn them: they are
+    scored as misses). ``strict_labels`` makes such a tag a :class:`DataError`. Without a train
+    split: the source's ClassLabel order, else sorted over all tagged splits. The label list
+    comes from whole splits, before ``max_samples`` cuts them. An untagged split (validated with
+    ``labels_optional``) gets the tag -1 for every token, as ``datasets`` marks "no label".
+    """
+    label_names = _label_names(splits, strict_labels)
     label2id = {name: i for i, name in enumerate(label_names)}
-    train_source = splits["train"].source if "train" in splits else "the label list"
 
     result = {}
     for name, split in splits.items():
         limit = (max_samples or {}).get(name)
-        encoded = []
-        for i, tags in enumerate(split.tags):
-            if tags is None:
-                encoded.append([-1] * len(split.tokens[i]))
-                continue
-            try:
-                encoded.append([label2id[tag] for tag in tags])
-            except KeyError as exc:
-                word = tags.index(exc.args[0])
-                raise DataError(
-                    f"{split.source}: {split.locate(i, word)} (token {split.tokens[i][word]!r}) "
-                    f"has tag {exc.args[0]!r}, which {train_source} never uses (its tags: "
-                    f"{label_names}). Add training sentences with that tag, or fix the tag."
-                ) from None
+        encoded = [
+            [-1] * len(split.tokens[i]) if tags is None else [label2id[tag] for tag in tags]
+            for i, tags in enumerate(split.tags)
+        ]
         tokens = split.tokens
         if limit is not None:
             tokens, encoded = tokens[:limit], encoded[:limit]
@@ -127,6 +173,8 @@ def load_token_classification_data(
     max_eval_samples: int | None = None,
     max_predict_samples: int | None = None,
     cache_dir: str | None = None,
+    token_column: int = 0,
+    strict_labels: bool = False,
 ) -> tuple[datasets.DatasetDict, list[str]]:
     """Loads a token classification dataset from the Hub or from local files.
 
@@ -136,6 +184,11 @@ def load_token_classification_data(
     train / validation / test. The test split alone may come without tags (for prediction):
     then its ``tags`` are -1 for every token, with the same features. Bad input (including a
     source tagged only in part) raises :class:`DataError`.
+
+    CoNLL files: ``label_column`` / ``token_column`` pick the columns (see :func:`read_conll`
+    for the defaults); CoNLL-U files: ``conllu_tag`` ("upos" or "xpos"). The label list is the
+    train split's tags, then, sorted, tags that only validation/test use (with a warning per
+    split; they are scored as misses); ``strict_labels=True`` refuses such tags instead.
     """
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     files = {split: path for split, path in files.items() if path is not None}
@@ -156,6 +209,7 @@ def load_token_classification_data(
             name: read_file(
                 path,
                 label_column=label_column,
+                token_column=token_column,
                 conllu_tag=conllu_tag,
                 labels_optional=name == "test",
                 **column_args,
@@ -172,4 +226,4 @@ def load_token_classification_data(
         "validation": max_eval_samples,
         "test": max_predict_samples,
     }
-    return build_dataset_dict(splits, limits)
+    return build_dataset_dict(splits, limits, strict_labels=strict_labels)

@@ -71,7 +71,7 @@ class RawSplit:
         kept = RawSplit(
             self.source, label_names=self.label_names, untagged_reason=self.untagged_reason
         )
-        empty = 0
+        empty: list[str] = []
         lines = self.token_lines or [None] * len(self.tokens)
         for tokens, tags, where, token_lines in zip(self.tokens, self.tags, self.where, lines):
             if tags is not None and len(tokens) != len(tags):
@@ -80,11 +80,16 @@ class RawSplit:
                     "Every token needs exactly one tag: fix that sentence or remove it."
                 )
             if not tokens:
-                empty += 1
+                empty.append(where)
                 continue
             kept.add(tokens, tags, where, token_lines)
         if empty:
-            logger.warning("%s: skipped %d empty sentence(s).", self.source, empty)
+            logger.warning(
+                "%s: skipped %d empty sentence(s) (no tokens; first: %s).",
+                self.source,
+                len(empty),
+                empty[0],
+            )
         if not kept.tokens:
             raise DataError(
                 f"{self.source} holds no sentences. Check that it is the right file and format "
@@ -179,6 +184,42 @@ def choose_columns(
         f"{task_name}_tags" if f"{task_name}_tags" in columns else columns[min(1, len(columns) - 1)]
     )
     return text, None if label == text else label
+
+
+def log_columns(
+    source: str,
+    text: str,
+    label: str,
+    *,
+    label_column_name: str | None,
+    task_name: str,
+    where: str,
+    tokens: list[str],
+    tags: list[str] | None,
+) -> None:
+    """Logs (once per file or split) which named columns :func:`choose_columns` took, with the
+    first row's values as an example."""
+    if label_column_name:
+        why = "label_column_name"
+    elif label == f"{task_name}_tags":
+        why = f"task {task_name!r}"
+    else:
+        why = "the second column"
+
+    def head(items: list[str] | None) -> str:
+        items = items or []
+        return repr(items[:6])[:-1] + (", ...]" if len(items) > 6 else "]")
+
+    logger.info(
+        "%s: tags from column %r (%s), tokens from column %r; e.g. %s: tokens %s -> tags %s",
+        source,
+        label,
+        why,
+        text,
+        where,
+        head(tokens),
+        head(tags),
+    )
 
 
 def untagged_reason(columns: list[str], text: str, label_column_name: str | None) -> str:

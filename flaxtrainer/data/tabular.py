@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from flaxtrainer.data.errors import DataError
-from flaxtrainer.data.raw import RawSplit, choose_columns, lines_of, read_text, untagged_reason
+from flaxtrainer.data.raw import (
+    RawSplit,
+    choose_columns,
+    lines_of,
+    log_columns,
+    read_text,
+    untagged_reason,
+)
 
 NO_LABEL = "-1"  # a -1 tag id, as ``datasets`` marks an unlabelled token
 
@@ -77,6 +84,17 @@ def _rows_to_split(
                 value = cell_parser(value)
             values.append(_as_strings(value, path, where, column))
         tokens, tags = values
+        if where == first and label is not None:
+            log_columns(
+                str(path),
+                text,
+                label,
+                label_column_name=column_args.get("label_column_name"),
+                task_name=column_args.get("task_name", "ner"),
+                where=where,
+                tokens=tokens or [],
+                tags=tags,
+            )
         split.add(tokens, None if _all_unlabelled(tags) else tags, where)
     if not columns:
         raise DataError(f"{path} holds no rows. Give a file with at least one sentence.")

@@ -3,13 +3,17 @@
 from flaxtrainer.tasks.base import Task
 from flaxtrainer.tasks.schemes import (
     BILOU,
+    IO,
     IOB1,
     IOB2,
     IOBES,
     IOE1,
     IOE2,
     SCHEMES,
+    SchemeDetection,
     TaggingScheme,
+    detect_scheme,
+    detect_scheme_details,
     get_scheme,
     iob2_to_iobes,
     iobes_labels,
@@ -24,6 +28,7 @@ from flaxtrainer.tasks.token_classification import (
 
 __all__ = [
     "BILOU",
+    "IO",
     "IOB1",
     "IOB2",
     "IOBES",
@@ -32,9 +37,12 @@ __all__ = [
     "SCHEMES",
     "ChunkingTask",
     "PosTaggingTask",
+    "SchemeDetection",
     "TaggingScheme",
     "Task",
     "TokenClassificationTask",
+    "detect_scheme",
+    "detect_scheme_details",
     "get_scheme",
     "iob2_to_iobes",
     "iobes_labels",

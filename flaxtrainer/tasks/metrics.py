@@ -24,17 +24,30 @@ def seqeval_metrics(
     """``precision, recall, f1`` (micro over entities), ``accuracy`` (words) and, with
     ``entity_level``, ``{TYPE}_precision/_recall/_f1/_support``.
 
-    ``mode=None`` is seqeval's conlleval-compatible default; ``mode="strict"`` reads chunks with
-    the scheme's seqeval class, so only exact, well-formed chunks count.
+    ``mode=None`` (or ``"default"``) is seqeval's conlleval-compatible default, which reads the
+    B-/I-/E-/S- prefixes leniently; tags go through ``scheme.default_mode_tags`` first, so BILOU's
+    L-/U- are read as E-/S- and IO's plain tags as I- (the scheme's chunks, not seqeval's guess).
+    ``mode="strict"`` reads chunks with the scheme's seqeval class, so only exact, well-formed
+    chunks count.
     """
     kwargs = {}
     if mode == "strict":
         if scheme is None or scheme.seqeval is None:
-            raise ValueError("Strict seqeval mode needs a tagging scheme with a seqeval class.")
+            name = "no scheme" if scheme is None else f"the {scheme.name} scheme"
+            raise ValueError(
+                f"Strict seqeval mode needs a tagging scheme that seqeval knows, not {name}; "
+                "use the default mode (mode=None) or a scheme such as IOB2 or IOBES."
+            )
         kwargs = {"mode": "strict", "scheme": scheme.seqeval}
+    elif mode not in (None, "default"):
+        raise ValueError(f"seqeval mode must be None/'default' or 'strict', got {mode!r}.")
     y_true, y_pred = [list(s) for s in y_true], [list(s) for s in y_pred]
+    accuracy = float(accuracy_score(y_true, y_pred))  # of the tags as given
+    if mode != "strict" and scheme is not None:
+        y_true = [scheme.default_mode_tags(s) for s in y_true]
+        y_pred = [scheme.default_mode_tags(s) for s in y_pred]
     with warnings.catch_warnings():
-        # Default mode only knows B/I/E/S prefixes; the task warns once about L-/U- at init.
+        # Tags that are not chunk tags at all (a wrong scheme) are the task's to report.
         warnings.filterwarnings("ignore", message=".* seems not to be NE tag", category=UserWarning)
         report = classification_report(y_true, y_pred, output_dict=True, zero_division=0, **kwargs)
     micro = report["micro avg"]
@@ -42,7 +55,7 @@ def seqeval_metrics(
         "precision": float(micro["precision"]),
         "recall": float(micro["recall"]),
         "f1": float(micro["f1-score"]),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy": accuracy,
     }
     if entity_level:
         for entity, scores in report.items():

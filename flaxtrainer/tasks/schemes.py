@@ -4,16 +4,24 @@ A scheme is a small class: its tag prefixes, its seqeval token class (for strict
 transition tables saying which prefix a tag needs before or after it (same entity type).
 A new scheme is a subclass that sets those attributes; register it with :func:`register_scheme`
 to refer to it by name.
+
+:func:`detect_scheme` reads the scheme off training tags (what ``--label_scheme auto`` does)::
+
+    scheme = detect_scheme(train_tags)          # e.g. "IOBES"
+    task = TokenClassificationTask(label_names, tokenizer, scheme=scheme)
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
-from typing import ClassVar
+from collections import Counter
+from collections.abc import Container, Iterable, Sequence
+from typing import ClassVar, NamedTuple
 
 from seqeval import scheme as seqeval_scheme
 
 OUTSIDE = "O"
+#: Prefixes of chunk tags in any scheme (``B-PER``, ``L-LOC``, ...).
+CHUNK_PREFIXES = frozenset("BIESLU")
 
 
 def split_tag(tag: str) -> tuple[str, str]:
@@ -56,6 +64,11 @@ class TaggingScheme:
             return tag
         inside = f"{self.inside}-{entity}"
         return inside if inside in labels else tag
+
+    def default_mode_tags(self, tags: Sequence[str]) -> list[str]:
+        """``tags`` as seqeval's default (conlleval-like) mode should read them: it knows the
+        B-/I-/E-/S- prefixes, so most schemes pass unchanged (see BILOU and IO)."""
+        return list(tags)
 
     def violations(self, tags: Sequence[str]) -> list[int]:
         """Positions ``i`` where the step from ``tags[i-1]`` to ``tags[i]`` breaks the scheme
@@ -128,10 +141,46 @@ class BILOU(TaggingScheme):
     seqeval = seqeval_scheme.BILOU
     needs_before = {"I": frozenset("BI"), "L": frozenset("BI")}
     needs_after = {"B": frozenset("IL"), "I": frozenset("IL")}
+    _TO_IOBES: ClassVar[dict[str, str]] = {"L": "E", "U": "S"}
+
+    def default_mode_tags(self, tags: Sequence[str]) -> list[str]:
+        """L- -> E-, U- -> S-: seqeval's default mode reads BILOU chunks as the IOBES ones."""
+        out = []
+        for tag in tags:
+            prefix, entity = split_tag(tag)
+            out.append(f"{self._TO_IOBES[prefix]}-{entity}" if prefix in self._TO_IOBES else tag)
+        return out
+
+
+class IO(TaggingScheme):
+    """Entity tags without chunk prefixes (``PER``, ``LOC``, ``O``; ``I-PER`` also reads as
+    ``PER``): a run of equal tags is one chunk, so two adjacent chunks of one type merge.
+
+    seqeval has no IO class: only the default mode scores it (tags are read as ``I-TYPE``).
+    """
+
+    name = "IO"
+    prefixes = frozenset("I")
+    seqeval = None
+
+    def label_error(self, label: str) -> str | None:
+        prefix, entity = split_tag(label)
+        if entity and prefix in CHUNK_PREFIXES - self.prefixes:
+            return f"{label!r} has the chunk prefix {prefix}-, which IO tags do not have"
+        return None
+
+    def continuation_tag(self, tag: str, labels: Container[str]) -> str:
+        return tag
+
+    def violations(self, tags: Sequence[str]) -> list[int]:
+        return []
+
+    def default_mode_tags(self, tags: Sequence[str]) -> list[str]:
+        return [tag if tag == OUTSIDE or tag.startswith("I-") else f"I-{tag}" for tag in tags]
 
 
 SCHEMES: dict[str, type[TaggingScheme]] = {
-    cls.name: cls for cls in (IOB1, IOB2, IOE1, IOE2, IOBES, BILOU)
+    cls.name: cls for cls in (IOB1, IOB2, IOE1, IOE2, IOBES, BILOU, IO)
 }
 SCHEMES["BIO"] = IOB2
 
@@ -188,3 +237,138 @@ def iobes_labels(iob2_labels: Sequence[str]) -> list[str]:
     """The IOBES label list for the entity types of an IOB2 label list: sorted, O last."""
     types = sorted({split_tag(label)[1] for label in iob2_labels if label != OUTSIDE})
     return [f"{p}-{t}" for p in "BIES" for t in types] + [OUTSIDE]
+
+
+# -- detection ------------------------------------------------------------------------------
+
+
+class SchemeDetection(NamedTuple):
+    """What :func:`detect_scheme_details` found: the scheme's name, why (for a log line such as
+    ``label scheme: IOBES (detected: S-/E- tags in train)``), and whether the evidence is clear
+    (``certain=False``: log it as a warning; the data is ambiguous, mixed or unusual)."""
+
+    scheme: str
+    reason: str
+    certain: bool
+
+
+def _chunk_starts(sequences: Iterable[Sequence[str]], boundary: str) -> tuple[int, int]:
+    """(chunks opened by I-, chunks opened by ``boundary``) where a chunk opens: after O, at
+    the sentence start, or after a tag of another type. A boundary tag right after a chunk of
+    its own type is legal in both schemes of the pair and counts for neither."""
+    by_inside = by_boundary = 0
+    for tags in sequences:
+        prev_type = None
+        for tag in tags:
+            prefix, entity = split_tag(tag)
+            if prefix not in ("I", boundary) or not entity:
+                prev_type = None
+                continue
+            if prev_type != entity:
+                if prefix == "I":
+                    by_inside += 1
+                else:
+                    by_boundary += 1
+            prev_type = entity
+    return by_inside, by_boundary
+
+
+def _inside_or_boundary(
+    sequences: list[list[str]], boundary: str, pair: tuple[str, str]
+) -> SchemeDetection:
+    """IOB1 vs IOB2 (``boundary="B"``) or IOE1 vs IOE2 (``"E"``, read right to left): the
+    prefixes are the same, only where chunks open (close) tells them apart."""
+    first, second = pair  # IOB1/IOE1: I- opens chunks; IOB2/IOE2: the boundary tag does
+    if boundary == "E":  # an IOE sentence read backwards is IOB with E- for B-
+        sequences = [list(reversed(tags)) for tags in sequences]
+    by_inside, by_boundary = _chunk_starts(sequences, boundary)
+    edge = "starts" if boundary == "B" else "ends"
+    if not by_inside and not by_boundary:
+        return SchemeDetection(
+            second, f"{boundary}-/I- tags but no sentences to tell {first} from {second}", False
+        )
+    if by_inside and not by_boundary:
+        return SchemeDetection(
+            first, f"I- {edge} chunks ({by_inside}x after O, a sentence edge or another type)", True
+        )
+    if by_boundary and not by_inside:
+        return SchemeDetection(second, f"{boundary}-/I- tags, {boundary}- {edge} every chunk", True)
+    chosen = first if by_inside > by_boundary else second
+    return SchemeDetection(
+        chosen,
+        f"mixed {boundary}-/I- tags: I- {edge} {by_inside} chunk(s), {boundary}- {by_boundary}; "
+        f"{chosen} is the majority, the others are counted as scheme violations",
+        False,
+    )
+
+
+def detect_scheme_details(
+    tag_sequences: Iterable[Sequence[str]], labels: Iterable[str] = ()
+) -> SchemeDetection:
+    """The tagging scheme of tag sequences (e.g. a training split's gold tags), with the reason.
+
+    - ``U-``/``L-`` tags: BILOU.
+    - ``S-``, or ``E-`` together with ``B-``: IOBES.
+    - ``E-``/``I-`` only (no ``B-``/``S-``, so not IOBES, whose chunks open with B- or S-):
+      IOE2, or IOE1 when ``I-`` ends chunks (before O, the sentence end or another type);
+      flagged as uncertain, since IOE data is rare.
+    - ``B-``/``I-`` only: IOB1 when ``I-`` opens chunks (after O, at the sentence start or after
+      a chunk of another type), IOB2 when ``B-`` opens every chunk; by majority, flagged, if
+      both occur. The label set alone can't tell them apart: it needs the sequences.
+    - no prefixes at all (``PER``, ``LOC``, ``O``): IO, flagged (these may be word classes,
+      e.g. POS tags, that have no chunks at all).
+    - only ``O`` (or nothing): IOB2, flagged.
+
+    ``labels`` (e.g. the dataset's label names) add to the prefixes seen, not to the sequences.
+    """
+    sequences = [list(tags) for tags in tag_sequences]
+    prefixes: set[str] = set()
+    plain: Counter[str] = Counter()
+    for tag in [*labels, *(tag for tags in sequences for tag in tags)]:
+        if tag == OUTSIDE:
+            continue
+        prefix, entity = split_tag(tag)
+        if entity and prefix in CHUNK_PREFIXES:
+            prefixes.add(prefix)
+        else:
+            plain[tag] += 1
+    if not prefixes:
+        if not plain:
+            return SchemeDetection("IOB2", "no entity tags, only O", False)
+        examples = ", ".join(repr(t) for t, _ in plain.most_common(3))
+        return SchemeDetection(
+            "IO",
+            f"no B-/I-/E-/S-/L-/U- prefixes (tags such as {examples}): a run of equal tags is "
+            "read as one entity",
+            False,
+        )
+    found = "/".join(f"{p}-" for p in "BIESLU" if p in prefixes)
+    if plain:
+        examples = ", ".join(repr(t) for t, _ in plain.most_common(3))
+        mixed = f"; but also tags without a chunk prefix ({examples})"
+    else:
+        mixed = ""
+    if prefixes & {"L", "U"}:
+        clash = prefixes & {"E", "S"}
+        note = f", mixed with {'/'.join(sorted(clash))}- tags" if clash else ""
+        return SchemeDetection(
+            "BILOU", f"{found} tags: L-/U- are BILOU's{note}{mixed}", not (clash or plain)
+        )
+    if "S" in prefixes or prefixes >= {"B", "E"}:
+        return SchemeDetection("IOBES", f"{found} tags (S-/E- are IOBES's){mixed}", not plain)
+    if "E" in prefixes:
+        found_e = _inside_or_boundary(sequences, "E", ("IOE1", "IOE2"))
+        reason = f"I-/E- tags without B-/S- (IOE, rare): {found_e.reason}{mixed}"
+        return SchemeDetection(found_e.scheme, reason, False)
+    found_b = _inside_or_boundary(sequences, "B", ("IOB1", "IOB2"))
+    return SchemeDetection(found_b.scheme, found_b.reason + mixed, found_b.certain and not plain)
+
+
+def detect_scheme(tag_sequences: Iterable[Sequence[str]], labels: Iterable[str] = ()) -> str:
+    """The name of the tagging scheme of tag sequences: ``"IOB1"``, ``"IOB2"``, ``"IOE1"``,
+    ``"IOE2"``, ``"IOBES"``, ``"BILOU"`` or ``"IO"``; see :func:`detect_scheme_details` for the
+    rules and the reason. For a task::
+
+        TokenClassificationTask(label_names, tokenizer, scheme=detect_scheme(train_tags))
+    """
+    return detect_scheme_details(tag_sequences, labels).scheme

@@ -56,9 +56,12 @@ class TokenClassificationTask(Task):
             ``add_prefix_space=True``).
         max_seq_length: model row length in subword tokens, special tokens included.
         label_all_tokens: also train on a word's continuation pieces (inside tag).
-        scheme: tagging scheme (IOB1, IOB2, IOE1, IOE2, IOBES, BILOU or a TaggingScheme);
-            None for tags without chunk structure (POS).
-        mode: seqeval mode: None (conlleval-compatible) or "strict" (scheme-exact chunks).
+        scheme: tagging scheme (IOB1, IOB2, IOE1, IOE2, IOBES, BILOU, IO or a TaggingScheme);
+            None for tags without chunk structure (POS). To read it off the training tags, as
+            ``--label_scheme auto`` does: ``scheme=detect_scheme(train_tags)``
+            (:func:`flaxtrainer.tasks.detect_scheme`).
+        mode: seqeval mode: None or "default" (conlleval-compatible; BILOU is read as IOBES)
+            or "strict" (scheme-exact chunks).
         stride: tokens of overlap between windows of a long sentence; default
             ``max_seq_length // 4`` (32 at 128).
         return_entity_level_metrics: add ``{TYPE}_precision/_recall/_f1/_support``.
@@ -86,19 +89,23 @@ class TokenClassificationTask(Task):
         self.num_labels = len(self.label_names)
         self._label2id = {label: i for i, label in self.id2label.items()}
 
+        mode = None if mode == "default" else mode
         if mode not in MODES:
-            raise ValueError(f"mode must be None or 'strict', got {mode!r}.")
+            raise ValueError(f"mode must be None, 'default' or 'strict', got {mode!r}.")
+        if isinstance(scheme, str) and scheme.lower() == "auto":
+            raise ValueError(
+                "scheme='auto' is resolved from the training tags before the task is built: "
+                "pass scheme=detect_scheme(train_tags) (flaxtrainer.tasks.detect_scheme)."
+            )
         self.scheme = get_scheme(scheme) if scheme is not None else None
         self.mode = mode
-        if mode == "strict" and self.scheme is None:
-            raise ValueError("mode='strict' needs a tagging scheme.")
-        self._check_labels()
-        if mode is None and self.scheme is not None and self.scheme.prefixes & {"L", "U"}:
-            logger.warning(
-                "seqeval's default mode reads only B-/I-/E-/S- prefixes; %s's L-/U- chunks are "
-                "scored correctly with mode='strict'.",
-                self.scheme.name,
+        if mode == "strict" and (self.scheme is None or self.scheme.seqeval is None):
+            name = "no tagging scheme" if self.scheme is None else f"scheme {self.scheme.name}"
+            raise ValueError(
+                f"mode='strict' needs a tagging scheme that seqeval knows, not {name}; "
+                "use the default seqeval mode (mode=None)."
             )
+        self._check_labels()
 
         check_tokenizer(tokenizer)
         self.tokenizer = tokenizer
@@ -152,7 +159,8 @@ class TokenClassificationTask(Task):
         if problems:
             raise ValueError(
                 f"Labels don't fit tagging scheme {self.scheme.name}: {'; '.join(problems[:5])}. "
-                "Pick the scheme of your data (scheme=...), or PosTaggingTask for plain tags."
+                "Pick the scheme of your data (scheme=..., or detect_scheme(train_tags)), or "
+                "PosTaggingTask for word classes such as POS tags."
             )
 
     # --- reading datasets ----------------------------------------------------------------
@@ -186,15 +194,28 @@ class TokenClassificationTask(Task):
         return tokens, tags
 
     def _tag_ids(self, tags: list[list[str]]) -> list[np.ndarray]:
+        """Label ids of the gold word tags, for the loss. A tag outside the task's labels (data
+        with a tag the model was never trained on) gets IGNORE_INDEX, with a warning naming it
+        and its count: it takes no loss, while its gold string stays for the metrics (where the
+        model, which can't predict it, scores a miss)."""
         out = []
+        unknown: dict[str, int] = {}
+        first = ""
         for i, sentence in enumerate(tags):
-            try:
-                out.append(np.array([self._label2id[t] for t in sentence], np.int32))
-            except KeyError as exc:
-                raise ValueError(
-                    f"Example {i} has tag {exc.args[0]!r}, not one of the task's labels "
-                    f"{self.label_names}. Build the task from the dataset's label names."
-                ) from None
+            ids = np.array([self._label2id.get(t, IGNORE_INDEX) for t in sentence], np.int32)
+            if np.any(ids == IGNORE_INDEX):
+                for j in np.flatnonzero(ids == IGNORE_INDEX):
+                    unknown[sentence[j]] = unknown.get(sentence[j], 0) + 1
+                first = first or f"example {i}, word {int(np.argmax(ids == IGNORE_INDEX))}"
+            out.append(ids)
+        if unknown:
+            logger.warning(
+                "Gold tags outside the task's labels (%s): %s (first: %s). Those words take no "
+                "loss and count as misses in the metrics (the model can't predict them).",
+                ", ".join(self.label_names),
+                ", ".join(f"{tag!r} x{n}" for tag, n in sorted(unknown.items())),
+                first,
+            )
         return out
 
     # --- features ------------------------------------------------------------------------
@@ -219,7 +240,9 @@ class TokenClassificationTask(Task):
                     input_names=self.model_input_names,
                     word_labels=labels,
                     continuation_labels=(
-                        self._continuation_ids[labels]
+                        np.where(
+                            labels >= 0, self._continuation_ids[np.maximum(labels, 0)], labels
+                        )
                         if labels is not None and self.label_all_tokens
                         else None
                     ),
@@ -271,7 +294,7 @@ class TokenClassificationTask(Task):
             logger.warning(
                 "%d gold tag transition(s) in %d sentence(s) break the %s scheme (first: %s). "
                 "Strict-mode metrics will not read those chunks as annotated; "
-                "check scheme=... or the data.",
+                "check the scheme (scheme=..., --label_scheme) or the data.",
                 count,
                 sentences,
                 self.scheme.name,

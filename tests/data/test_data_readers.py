@@ -193,14 +193,14 @@ def test_bad_input(tmp_path, name, content, message):
         load_token_classification_data(train_file=path)
 
 
-def test_unseen_label_in_validation(tmp_path):
+def test_unseen_label_in_validation_refused_when_strict(tmp_path):
     train = write(tmp_path, "train.conll", CONLL2003)
     dev = write(tmp_path, "dev.conll", CONLL2003_DEV + "\nParis NNP B-NP B-LOC\n")
     with pytest.raises(
         DataError,
         match=r"dev.conll: line 6 \(token 'Paris'\) has tag 'B-LOC'.*train.conll never uses",
     ):
-        load_token_classification_data(train_file=train, validation_file=dev)
+        load_token_classification_data(train_file=train, validation_file=dev, strict_labels=True)
 
 
 def test_missing_file_and_no_source(tmp_path):
@@ -226,4 +226,4 @@ def test_unseen_label_in_json_names_row_and_word(tmp_path):
         '[{"tokens": ["a"], "tags": ["O"]}, {"tokens": ["x", "y"], "tags": ["O", "B-X"]}]',
     )
     with pytest.raises(DataError, match=r"test.json: row 2, word 2 \(token 'y'\) has tag 'B-X'"):
-        load_token_classification_data(train_file=train, test_file=test)
+        load_token_classification_data(train_file=train, test_file=test, strict_labels=True)

@@ -154,7 +154,7 @@ def test_word_without_subwords_gets_fallback(wordpiece_tokenizer, caplog):
     assert task.decode_with_scores(data, features, outputs)[0][1] == ("O", 0.0)
 
 
-def test_bad_task_arguments(wordpiece_tokenizer):
+def test_bad_task_arguments(wordpiece_tokenizer, caplog):
     with pytest.raises(ValueError, match="E-LOC"):
         TokenClassificationTask(["B-LOC", "E-LOC", "O"], wordpiece_tokenizer, scheme="IOB2")
     with pytest.raises(ValueError, match="mode"):
@@ -164,8 +164,11 @@ def test_bad_task_arguments(wordpiece_tokenizer):
     with pytest.raises(ValueError, match="Unknown tagging scheme"):
         TokenClassificationTask(LABELS, wordpiece_tokenizer, scheme="XYZ")
     task = TokenClassificationTask(LABELS, wordpiece_tokenizer)
-    with pytest.raises(ValueError, match="Example 0 has tag 'B-ORG'"):
-        task.prepare({"tokens": [["Acme"]], "tags": [["B-ORG"]]})
+    # A gold tag outside the labels: no loss (-100), a warning; the metrics keep its string.
+    with caplog.at_level("WARNING", logger="flaxtrainer"):
+        (feature,) = task.prepare({"tokens": [["Acme", "Rome"]], "tags": [["B-ORG", "B-LOC"]]})
+    assert [v for v in feature["labels"].tolist() if v != -100] == [task.label2id["B-LOC"]]
+    assert "'B-ORG' x1 (first: example 0, word 0)" in caplog.text
 
 
 def test_format_examples_marks_errors(wordpiece_tokenizer):
