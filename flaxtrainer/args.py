@@ -9,7 +9,9 @@ resolved there too, so the trainer reads one consistent set of values.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,18 +19,21 @@ from typing import Any, Literal, get_args
 
 from flaxtrainer.distributed import check_settings
 
-SchedulerType = Literal["linear", "cosine", "constant"]
+SchedulerType = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 DType = Literal["float32", "bfloat16"]
 EvalStrategy = Literal["steps", "epoch", "no"]
 SaveStrategy = Literal["steps", "epoch", "no"]
-ReportTo = Literal["tensorboard", "none"]
+ReportTo = Literal["tensorboard", "mlflow", "wandb"]
 DropoutRng = Literal["hash", "threefry"]
+LogLevel = Literal["passive", "debug", "info", "warning", "error", "critical"]
 LR_SCHEDULER_TYPES: tuple[str, ...] = get_args(SchedulerType)
 DTYPES: tuple[str, ...] = get_args(DType)
 EVAL_STRATEGIES: tuple[str, ...] = get_args(EvalStrategy)
 SAVE_STRATEGIES: tuple[str, ...] = get_args(SaveStrategy)
+#: Trackers that ``report_to`` may name, besides ``all`` (every one) and ``none``.
 REPORT_TO: tuple[str, ...] = get_args(ReportTo)
 DROPOUT_RNGS: tuple[str, ...] = get_args(DropoutRng)
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -106,6 +111,10 @@ class TrainingArguments:
             "Compute dtype: float32, or bfloat16 (bf16 compute, float32 master weights and loss)."
         ),
     )
+    bf16: bool = field(
+        default=False,
+        metadata=_help("Hugging Face's name for dtype=bfloat16 (bf16 compute)."),
+    )
     logging_steps: int = field(default=500, metadata=_help("Log every X optimizer updates."))
     save_steps: int = field(
         default=500,
@@ -156,9 +165,31 @@ class TrainingArguments:
     logging_dir: str | None = field(
         default=None, metadata=_help("TensorBoard log directory (default: output_dir/runs).")
     )
-    report_to: ReportTo = field(
-        default="tensorboard",
-        metadata=_help(f"Where to report metrics: one of {', '.join(REPORT_TO)}."),
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"],
+        metadata=_help(
+            f"Where to report metrics: any of {', '.join(REPORT_TO)} (comma- or space-separated), "
+            "'all' or 'none'. mlflow and wandb need the extras flaxtrainer[mlflow] / "
+            "flaxtrainer[wandb]."
+        ),
+    )
+    profile_steps: str | tuple[int, int] | None = field(
+        default=None,
+        metadata=_help(
+            "Record a JAX profiler trace of training steps A to B (1-based, inclusive), given "
+            "as 'A,B', into logging_dir (TensorBoard's Profile tab, xprof)."
+        ),
+    )
+    log_level: LogLevel = field(
+        default="passive",
+        metadata=_help(
+            "Level of flaxtrainer's log on process 0: debug, info, warning, error, critical, or "
+            "passive (leave it as it is)."
+        ),
+    )
+    log_level_replica: LogLevel = field(
+        default="warning",
+        metadata=_help("Like log_level, for the processes other than 0 of a multi-host run."),
     )
     resume_from_checkpoint: str | None = field(
         default=None,
@@ -311,10 +342,16 @@ class TrainingArguments:
             f"lr_scheduler_type must be one of {LR_SCHEDULER_TYPES}, got {self.lr_scheduler_type!r}.",
         )
         check(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}.")
-        check(
-            self.report_to in REPORT_TO,
-            f"report_to must be one of {REPORT_TO}, got {self.report_to!r}.",
-        )
+        if self.bf16:
+            self.dtype = "bfloat16"
+        self.bf16 = self.dtype == "bfloat16"
+        self.report_to = _report_to_list(self.report_to, errors)
+        self.profile_steps = _profile_steps(self.profile_steps, errors)
+        for name in ("log_level", "log_level_replica"):
+            check(
+                getattr(self, name) in LOG_LEVELS,
+                f"{name} must be one of {LOG_LEVELS}, got {getattr(self, name)!r}.",
+            )
         check(
             self.save_total_limit is None or _is_int(self.save_total_limit, 1),
             f"save_total_limit must be None or an integer >= 1, got {self.save_total_limit!r}.",
@@ -405,6 +442,26 @@ class TrainingArguments:
             return None
         return name if name.startswith("eval_") else f"eval_{name}"
 
+    @property
+    def profile_range(self) -> tuple[int, int] | None:
+        """``profile_steps`` as ``(first, last)`` global steps, or None."""
+        if not self.profile_steps:
+            return None
+        first, last = str(self.profile_steps).split(",")
+        return int(first), int(last)
+
+    def get_process_log_level(self, process_index: int | None = None) -> int:
+        """The ``logging`` level for this process: ``log_level`` on process 0, else
+        ``log_level_replica``; ``passive`` gives the ``flaxtrainer`` logger's current level."""
+        if process_index is None:
+            import jax
+
+            process_index = jax.process_index()
+        name = self.log_level if process_index == 0 else self.log_level_replica
+        if name == "passive":
+            return logging.getLogger("flaxtrainer").getEffectiveLevel()
+        return logging.getLevelName(name.upper())
+
     def warmup_steps_for(self, total_steps: int) -> int:
         """Number of warmup updates for a run of ``total_steps`` updates."""
         if self.warmup_steps:
@@ -417,6 +474,56 @@ class TrainingArguments:
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _report_to_list(value: Any, errors: list[str]) -> list[str]:
+    """``"tensorboard,mlflow"`` / ``["tensorboard", "mlflow"]`` / ``"all"`` / ``"none"`` / None ->
+    the list of trackers, in the order given, without repeats; ``all`` is every tracker whose
+    package is installed (as in Hugging Face)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    names: list[str] = []
+    for item in items:
+        for name in str(item).replace(",", " ").split():
+            name = name.strip().lower()
+            if name == "all":
+                names.extend(n for n in REPORT_TO if is_installed(_TRACKER_MODULES[n]))
+            elif name in REPORT_TO:
+                names.append(name)
+            elif name != "none":
+                errors.append(
+                    f"report_to: unknown tracker {name!r}; choose from {', '.join(REPORT_TO)}, "
+                    "all or none."
+                )
+    return list(dict.fromkeys(names))
+
+
+_TRACKER_MODULES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+def is_installed(module: str) -> bool:
+    """Whether ``module`` can be imported (looked up without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None
+        return False
+
+
+def _profile_steps(value: Any, errors: list[str]) -> str | None:
+    """``"A,B"`` or ``(A, B)`` with 1 <= A <= B -> the canonical string ``"A,B"``."""
+    if value is None or value == "":
+        return None
+    parts = str(value).replace(" ", "").split(",") if isinstance(value, str) else list(value)
+    try:
+        first, last = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        errors.append(f"profile_steps must be 'A,B' (two step numbers), got {value!r}.")
+        return None
+    if not 1 <= first <= last:
+        errors.append(f"profile_steps A,B needs 1 <= A <= B, got {value!r}.")
+        return None
+    return f"{first},{last}"
 
 
 def _is_int(value: Any, minimum: int) -> bool:

@@ -123,6 +123,31 @@ class DataArguments:
             "'tags' or 'labels', or the second column)."
         },
     )
+    label_column: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "CoNLL files: the 0-based column holding the tags (negative counts from the "
+            "end). Default: the last column; with --task_name pos the POS column (1) of a 3- or "
+            "4-column file, with --task_name chunk the chunk column (2) of a 4-column "
+            "(CoNLL-2003) or a 3-column word/POS/chunk (CoNLL-2000) file."
+        },
+    )
+    token_column: int = dataclasses.field(
+        default=0,
+        metadata={"help": "CoNLL files: the 0-based column holding the words (default 0)."},
+    )
+    conllu_tag: Literal["upos", "xpos"] = dataclasses.field(
+        default="upos",
+        metadata={"help": "CoNLL-U files: which tag column to train on, UPOS or XPOS."},
+    )
+    strict_labels: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "Refuse validation/test data with tags that training (or the evaluated "
+            "model) never saw. By default such tags are added to the label list with a warning "
+            "and scored as misses."
+        },
+    )
     max_seq_length: int | None = dataclasses.field(
         default=None,
         metadata={
@@ -152,6 +177,26 @@ class DataArguments:
         metadata={
             "help": "Also report precision/recall/F1/number for every entity type "
             "(eval_<TYPE>_f1, ...), not only the overall scores."
+        },
+    )
+    label_scheme: Literal["auto", "IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU", "IO"] = (
+        dataclasses.field(
+            default="auto",
+            metadata={
+                "help": "Chunk tagging scheme of the tags. 'auto': the saved model's scheme when "
+                "evaluating a flaxtrainer model, else detected from the training tags (L-/U- "
+                "BILOU; S-, or E- with B-, IOBES; B-/I- IOB2, or IOB1 where I- starts chunks; "
+                "I-/E- only IOE1/IOE2; no prefixes IO) and logged. IO: plain tags (PER, LOC), a "
+                "run of equal tags is one entity. Ignored by --task_name pos."
+            },
+        )
+    )
+    seqeval_mode: Literal["default", "strict"] | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "How seqeval reads chunks: 'default' (lenient, conlleval-like; BILOU is read "
+            "as IOBES) or 'strict' (only chunks well formed in --label_scheme count). Default: "
+            "the saved model's mode when evaluating a flaxtrainer model, else 'default'."
         },
     )
 
@@ -240,6 +285,18 @@ IGNORED_FLAGS: dict[str, tuple[type, str]] = {
     "hub_token": (str, "flaxtrainer never uploads"),
     "hub_strategy": (str, "flaxtrainer never uploads"),
     "hub_private_repo": (bool, "flaxtrainer never uploads"),
+}
+
+# Flags of Hugging Face's Trainer that flaxtrainer cannot honour: accepted by the parser, and
+# refused with an error when set, rather than running something else than asked.
+# Name -> (type, message, hint).
+REFUSED_FLAGS: dict[str, tuple[type, str, str]] = {
+    "fp16": (
+        bool,
+        "--fp16 is not supported: flaxtrainer has no float16 mixed-precision path (JAX on TPU "
+        "and CPU computes in bfloat16, which needs no loss scaling)",
+        "use --bf16 (bfloat16 compute, float32 master weights), or drop --fp16",
+    ),
 }
 
 
@@ -446,6 +503,8 @@ class DataclassArgumentParser:
                 if field.name in self.specs:  # shared field: one flag feeds every owner
                     continue
                 self._add_field(group, field, hints[field.name])
+        self.refused = dict(REFUSED_FLAGS) if ignored_flags is None else {}
+        self.ignored.update({name: (tp, msg) for name, (tp, msg, _) in self.refused.items()})
         self.ignored = {k: v for k, v in self.ignored.items() if k not in self.specs}
         if self.ignored:
             group = self.parser.add_argument_group(
@@ -456,7 +515,7 @@ class DataclassArgumentParser:
                 kwargs: dict[str, Any] = {
                     "type": convert,
                     "default": None,
-                    "help": f"Ignored: {why}.",
+                    "help": f"Refused: {why}." if name in self.refused else f"Ignored: {why}.",
                 }
                 if is_bool:
                     kwargs.update(nargs="?", const=True, metavar="{true,false}")
@@ -576,6 +635,10 @@ class DataclassArgumentParser:
 
         for name in self.ignored:
             value = values.pop(name, None)
+            if value is None:  # argparse's default None hides a config file's value
+                value = from_config.get(name)
+            if value not in (None, False) and name in self.refused:
+                raise UserError(self.refused[name][1], self.refused[name][2])
             if value not in (None, False):
                 why = self.ignored[name][1]
                 print(

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import jax
 from flax import nnx
 
+from flaxtrainer.outputs import TRAINER_STATE, write_trainer_state
+
 if TYPE_CHECKING:
     from flaxtrainer.state import TrainerState
 
 logger = logging.getLogger(__name__)
-
-TRAINER_STATE_NAME = "trainer_state.json"
 
 
 def export_model(model: nnx.Module, directory: str | Path, tokenizer: Any = None) -> bool:
@@ -63,4 +63,4 @@ def export_run(
     directory.mkdir(parents=True, exist_ok=True)
     if export_model(model, directory, tokenizer):
         logger.info("Saved the final model to %s.", directory)
-    state.save_to_json(directory / TRAINER_STATE_NAME)
+    write_trainer_state(directory / TRAINER_STATE, state)

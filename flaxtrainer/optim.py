@@ -7,12 +7,15 @@ not by model-specific paths, so it holds for every encoder family.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jax
 import optax
 
 from flaxtrainer.args import TrainingArguments
+
+logger = logging.getLogger(__name__)
 
 NO_DECAY_NAMES = frozenset({"bias", "scale"})
 
@@ -43,18 +46,30 @@ def decay_mask(params: Any) -> Any:
 
 
 def make_schedule(args: TrainingArguments, total_steps: int) -> optax.Schedule:
-    """Linear warmup from 0 to ``learning_rate``, then linear/cosine decay to 0 or constant.
+    """The learning rate by number of optimizer updates already applied, as Hugging Face's
+    ``lr_scheduler_type``s:
 
-    The schedule is indexed by the number of optimizer updates already applied.
+    - ``linear`` / ``cosine``: linear warmup from 0 to ``learning_rate``, then linear / cosine
+      decay to 0 at ``total_steps``;
+    - ``constant_with_warmup``: linear warmup, then ``learning_rate``;
+    - ``constant``: ``learning_rate`` from the first update: no warmup, even if warmup_steps or
+      warmup_ratio is set (a warning says so).
     """
     peak = args.learning_rate
     warmup = args.warmup_steps_for(total_steps)
+    if args.lr_scheduler_type == "constant":
+        if warmup:
+            logger.warning(
+                "lr_scheduler_type=constant does not warm up: warmup_steps/warmup_ratio are "
+                "ignored (as in Hugging Face); use constant_with_warmup to warm up."
+            )
+        return optax.constant_schedule(peak)
     decay_steps = max(total_steps - warmup, 1)
     if args.lr_scheduler_type == "linear":
         decay = optax.linear_schedule(peak, 0.0, decay_steps)
     elif args.lr_scheduler_type == "cosine":
         decay = optax.cosine_decay_schedule(peak, decay_steps)
-    elif args.lr_scheduler_type == "constant":
+    elif args.lr_scheduler_type == "constant_with_warmup":
         decay = optax.constant_schedule(peak)
     else:  # validated by TrainingArguments
         raise ValueError(f"Unknown lr_scheduler_type {args.lr_scheduler_type!r}.")

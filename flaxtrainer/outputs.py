@@ -22,6 +22,7 @@ ALL_RESULTS = "all_results.json"
 PREDICTIONS_FILE = "test_predictions.txt"
 TRAINER_STATE = "trainer_state.json"
 TASK_FILE = "flaxtrainer_task.json"
+TRAINING_ARGS = "training_args.json"
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -52,8 +53,10 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def save_metrics(output_dir: str | Path, split: str, metrics: Mapping[str, Any]) -> Path:
-    """Write `<split>_results.json` and merge the same metrics into `all_results.json`."""
+    """Write `<split>_results.json` and merge the same metrics into `all_results.json`, with
+    Hugging Face's names added alongside (`hf_metric_aliases`)."""
     output_dir = Path(output_dir)
+    metrics = {**metrics, **hf_metric_aliases(metrics)}
     path = write_json(output_dir / f"{split}_results.json", metrics)
     all_path = output_dir / ALL_RESULTS
     merged: dict[str, Any] = {}
@@ -65,6 +68,113 @@ def save_metrics(output_dir: str | Path, split: str, metrics: Mapping[str, Any])
     merged.update(to_builtin(dict(metrics)))
     write_json(all_path, merged)
     return path
+
+
+_HF_OVERALL = ("precision", "recall", "f1", "accuracy")
+_SPLIT_PREFIXES = ("eval", "test", "predict")
+
+
+def hf_metric_aliases(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Hugging Face run_ner.py's names for the same numbers, for a split with entity-level
+    metrics (`<split>_<TYPE>_support` keys; without them HF's names are flaxtrainer's):
+    `<split>_overall_<m>` for `<split>_<m>` (m in precision, recall, f1, accuracy) and
+    `<split>_<TYPE>_number` (an int) for `<split>_<TYPE>_support`. Keys already present stay."""
+    entity_level = {
+        key.partition("_")[0] for key in metrics if key.endswith("_support") and key.count("_") > 1
+    }
+    aliases: dict[str, Any] = {}
+    for key, value in metrics.items():
+        prefix, _, name = key.partition("_")
+        if prefix not in _SPLIT_PREFIXES or prefix not in entity_level:
+            continue
+        if name in _HF_OVERALL:
+            aliases[f"{prefix}_overall_{name}"] = value
+        elif name.endswith("_support") and len(name) > len("_support"):
+            number = to_builtin(value)
+            if isinstance(number, float) and number.is_integer():
+                number = int(number)
+            aliases[f"{prefix}_{name[: -len('_support')]}_number"] = number
+    return {k: v for k, v in aliases.items() if k not in metrics}
+
+
+#: The fields of `transformers.TrainerState` (v5) and the value written where flaxtrainer's
+#: TrainerState has none. `TrainerState.load_from_json` passes every key to the dataclass, so
+#: trainer_state.json holds exactly these keys.
+HF_TRAINER_STATE_FIELDS: dict[str, Any] = {
+    "epoch": 0.0,
+    "global_step": 0,
+    "max_steps": 0,
+    "logging_steps": 500,
+    "eval_steps": 500,
+    "save_steps": 500,
+    "train_batch_size": None,
+    "num_train_epochs": 0,
+    "num_input_tokens_seen": 0,
+    "total_flos": 0.0,
+    "log_history": [],
+    "best_metric": None,
+    "best_global_step": None,
+    "best_model_checkpoint": None,
+    "is_local_process_zero": True,
+    "is_world_process_zero": True,
+    "is_hyper_param_search": False,
+    "trial_name": None,
+    "trial_params": None,
+    "stateful_callbacks": {},
+}
+
+
+def hf_trainer_state(state: Any) -> dict[str, Any]:
+    """flaxtrainer's `TrainerState` (or its `to_dict()`) as Hugging Face's `trainer_state.json`
+    content: HF's fields only (the resume-only fields `epoch_index`, `step_in_epoch`,
+    `steps_per_epoch`, `num_compilations` live in the checkpoints); `flaxtrainer`'s
+    `TrainerState.load_from_json` reads it too."""
+    data = state.to_dict() if hasattr(state, "to_dict") else dict(state)
+    return {name: data.get(name, default) for name, default in HF_TRAINER_STATE_FIELDS.items()}
+
+
+def write_trainer_state(path: str | Path, state: Any) -> Path:
+    """Write `trainer_state.json` as `transformers.TrainerState.save_to_json` does (NaN kept as
+    NaN, like HF), atomically: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = hf_trainer_state(state)
+    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, "utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    converted = to_builtin(value)
+    if converted is value:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return converted
+
+
+#: Argument fields never written to training_args.json (secrets).
+SECRET_ARGUMENTS = frozenset({"token", "hub_token", "use_auth_token"})
+
+
+def run_arguments(*arguments: Any) -> dict[str, Any]:
+    """Every field of the given argument dataclasses (e.g. model, data, plugin and training
+    arguments) in one flat mapping of flag name -> value, secrets left out. Later dataclasses
+    win for a shared name (e.g. `seed`)."""
+    merged: dict[str, Any] = {}
+    for args in arguments:
+        if args is None:
+            continue
+        fields = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args)
+        merged.update({k: v for k, v in fields.items() if k not in SECRET_ARGUMENTS})
+    return merged
+
+
+def write_training_args(output_dir: str | Path, *arguments: Any) -> Path:
+    """Write `training_args.json`: `run_arguments(*arguments)`, what Hugging Face pickles as
+    `training_args.bin`. Its keys are flag names, so `flaxtrainer training_args.json` reruns
+    the same configuration (drop `resume_from_checkpoint` / `overwrite_output_dir` as needed)."""
+    return write_json(Path(output_dir) / TRAINING_ARGS, run_arguments(*arguments))
 
 
 def format_metrics(split: str, metrics: Mapping[str, Any]) -> str:

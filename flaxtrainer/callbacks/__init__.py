@@ -3,9 +3,13 @@
 from flaxtrainer.callbacks.base import EVENTS, Callback, CallbackList
 from flaxtrainer.callbacks.early_stopping import EarlyStopping
 from flaxtrainer.callbacks.lr_monitor import LRMonitor
+from flaxtrainer.callbacks.mlflow_tracker import MLflow
 from flaxtrainer.callbacks.nan_guard import TerminateOnNaN
-from flaxtrainer.callbacks.progress import ProgressBar
+from flaxtrainer.callbacks.profiler import Profiler
+from flaxtrainer.callbacks.progress import LogPrinter, ParameterOverview, ProgressBar
 from flaxtrainer.callbacks.tensorboard import TensorBoard
+from flaxtrainer.callbacks.trackers import tracker_callbacks
+from flaxtrainer.callbacks.wandb_tracker import WandB
 
 __all__ = [
     "EVENTS",
@@ -13,7 +17,13 @@ __all__ = [
     "CallbackList",
     "EarlyStopping",
     "LRMonitor",
+    "LogPrinter",
+    "MLflow",
+    "ParameterOverview",
+    "Profiler",
     "ProgressBar",
     "TensorBoard",
     "TerminateOnNaN",
+    "WandB",
+    "tracker_callbacks",
 ]

@@ -1,8 +1,12 @@
-"""ProgressBar: a tqdm bar of optimizer steps with loss, throughput and ETA."""
+"""Console output: ProgressBar (a tqdm bar), LogPrinter (plain lines, for --disable_tqdm) and
+ParameterOverview (the model's parameter table at the start of training)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import numbers
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 import jax
 from tqdm.auto import tqdm
@@ -13,6 +17,8 @@ _NOT_SHOWN = ("_runtime", "_samples_per_second", "_support")
 
 if TYPE_CHECKING:
     from flaxtrainer.trainer import FlaxTrainer
+
+logger = logging.getLogger(__name__)
 
 
 class ProgressBar(Callback):
@@ -72,3 +78,70 @@ class ProgressBar(Callback):
 
     def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
         self._close()
+
+
+class LogPrinter(Callback):
+    """Print every log (training windows and evaluations) and prediction metrics as one plain
+    line on process 0, e.g. ``{'loss': 0.4123, 'learning_rate': 5e-05, 'epoch': 0.5, 'step':
+    10}``: what Hugging Face's PrinterCallback does when ``disable_tqdm`` turns the bar off."""
+
+    def __init__(self, stream: TextIO | None = None, digits: int = 4) -> None:
+        self.stream = stream
+        self.digits = digits
+
+    def _print(self, trainer: FlaxTrainer, logs: dict[str, Any]) -> None:
+        if jax.process_index() != 0:
+            return
+        shown = {k: _rounded(v, self.digits) for k, v in logs.items()}
+        shown.setdefault("step", trainer.state.global_step)
+        print(shown, file=self.stream or sys.stdout, flush=True)
+
+    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+        self._print(trainer, logs)
+
+    def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+        self._print(trainer, metrics)
+
+
+class ParameterOverview(Callback):
+    """At the start of training, log the model's parameters (name, shape, dtype, size) and their
+    total with ``clu.parameter_overview``, and add the table to TensorBoard as text
+    (``parameters``) when a TensorBoard callback with an open writer runs before this one."""
+
+    def __init__(self, max_lines: int | None = None) -> None:
+        self.max_lines = max_lines
+        self.text: str | None = None
+
+    def on_train_begin(self, trainer: FlaxTrainer) -> None:
+        if jax.process_index() != 0 or trainer.state.global_step > 0:
+            return  # a resumed run logged it when it started
+        try:
+            from clu import parameter_overview
+        except ImportError:
+            logger.info("clu is not installed: no parameter overview (pip install clu).")
+            return
+        try:
+            from flax import nnx
+
+            params = nnx.to_pure_dict(nnx.state(trainer.model, nnx.Param))
+            self.text = parameter_overview.get_parameter_overview(
+                params, include_stats=False, max_lines=self.max_lines
+            )
+        except Exception:  # noqa: BLE001 - an overview must never stop a run
+            logger.exception("Could not build the parameter overview")
+            return
+        logger.info("Model parameters:\n%s", self.text)
+        from flaxtrainer.callbacks.tensorboard import TensorBoard
+
+        for callback in trainer.callbacks:
+            writer = getattr(callback, "writer", None)
+            if isinstance(callback, TensorBoard) and writer is not None:
+                writer.write_text(0, "parameters", f"```\n{self.text}\n```")
+                break
+
+
+def _rounded(value: Any, digits: int) -> Any:
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+        value = float(value)
+        return value if abs(value) < 10**-digits else round(value, digits)
+    return value

@@ -95,14 +95,17 @@ def test_events_in_documented_order_and_flags_honoured(make_args):
         ("epoch_end", 3),
         ("epoch_begin", 3),
         *step(4, "log_train", "save"),
-        *step(5),  # the callback stops training here
+        # the callback stops training here: the steps since the last log are logged, and
+        # the final checkpoint is saved, before the epoch ends
+        *step(5, "log_train", "save"),
         ("epoch_end", 5),
         ("train_end", 5),
     ]
     assert recorder.events == expected
     assert out.global_step == 5 and trainer.state.epoch == pytest.approx(5 / 3)
-    assert recorder.saved == [os.path.join(args.output_dir, "checkpoints", "latest", "4")]
-    assert os.path.isdir(recorder.saved[0])
+    latest = os.path.join(args.output_dir, "checkpoints", "latest")
+    assert recorder.saved == [os.path.join(latest, "4"), os.path.join(latest, "5")]
+    assert all(os.path.isdir(path) for path in recorder.saved)
 
     recorder.events.clear()
     trainer.evaluate()
@@ -154,14 +157,20 @@ def test_callback_list_dispatch_and_state_dicts():
 
 def test_default_callbacks_follow_arguments(make_args):
     from flaxtrainer.callbacks import ProgressBar, TensorBoard
+    from flaxtrainer.callbacks.progress import LogPrinter, ParameterOverview
 
     def kinds(**kw):
         return [type(c) for c in FlaxTrainer(ToyTagger(), ToyTask(), make_args(**kw)).callbacks]
 
-    assert kinds() == []
-    assert kinds(report_to="tensorboard", disable_tqdm=False) == [TensorBoard, ProgressBar]
+    assert kinds() == [LogPrinter, ParameterOverview]
+    assert kinds(report_to="tensorboard", disable_tqdm=False) == [
+        TensorBoard,
+        ParameterOverview,
+        ProgressBar,
+    ]
     mine = TensorBoard(log_dir="elsewhere")
     trainer = FlaxTrainer(
         ToyTagger(), ToyTask(), make_args(report_to="tensorboard"), callbacks=[mine]
     )
-    assert list(trainer.callbacks) == [mine]
+    assert [type(c) for c in trainer.callbacks] == [LogPrinter, ParameterOverview, TensorBoard]
+    assert list(trainer.callbacks)[-1] is mine

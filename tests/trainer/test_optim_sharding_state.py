@@ -39,14 +39,14 @@ def test_weight_decay_applies_only_where_masked():
     np.testing.assert_allclose(updates["layer"]["bias"], 0.0)
 
 
-@pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant_with_warmup"])
 def test_schedule_warmup_then_decay(kind):
     schedule = make_schedule(_args(warmup_steps=10, lr_scheduler_type=kind), total_steps=110)
     assert float(schedule(0)) == 0.0
     assert float(schedule(5)) == pytest.approx(0.5)
     assert float(schedule(10)) == pytest.approx(1.0)
     end = float(schedule(110))
-    assert end == pytest.approx(1.0) if kind == "constant" else end == pytest.approx(0.0, abs=1e-6)
+    assert end == pytest.approx(1.0) if kind == "constant_with_warmup" else end == pytest.approx(0.0, abs=1e-6)
     if kind == "linear":
         assert float(schedule(60)) == pytest.approx(0.5)
 
