@@ -36,6 +36,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from flaxtrainer.checkpoint_noise import (
+    forget_failed_reads,
+    quiet_read_only_notices,
+    silence_closed_loop_callbacks,
+)
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIRNAME = "checkpoints"
@@ -71,6 +77,11 @@ class CheckpointLocation:
 
     directory: Path
     step: int | None = None
+
+    def __post_init__(self) -> None:
+        # orbax refuses relative paths ("Checkpoint path should be absolute"): resolve here,
+        # against the working directory of the run, so `--output_dir ./out` works.
+        object.__setattr__(self, "directory", Path(self.directory).expanduser().absolute())
 
     @property
     def path(self) -> Path:
@@ -332,7 +343,7 @@ def find_checkpoint(
     if spec is None or spec is False:
         return None
     if spec is True or (isinstance(spec, str) and spec.strip().lower() in _RESUME_NEWEST):
-        found = _find_steps_folder(Path(output_dir).expanduser())
+        found = _find_steps_folder(Path(output_dir).expanduser().absolute())
         if found is None:
             raise CheckpointNotFoundError(
                 f"--resume_from_checkpoint={spec!r}: no checkpoint in output_dir {output_dir} "
@@ -343,7 +354,7 @@ def find_checkpoint(
     if isinstance(spec, str) and spec.strip().lower() in _RESUME_NONE:
         return None
 
-    path = Path(spec).expanduser()
+    path = Path(spec).expanduser().absolute()
     if not path.exists():
         raise CheckpointNotFoundError(
             f"--resume_from_checkpoint {path}: no such file or directory. Pass a checkpoint step "
@@ -378,11 +389,14 @@ def restore_checkpoint(location: CheckpointLocation, target: Any) -> tuple[Any, 
     Opens the folder read-only; with ``location.step`` None, damaged newest checkpoints are
     skipped as in :meth:`Checkpointer.restore`.
     """
-    manager = ocp.CheckpointManager(
-        location.directory,
-        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-        item_names=_ITEMS,
-    )
+    with quiet_read_only_notices():
+        manager = ocp.CheckpointManager(
+            Path(location.directory).expanduser().absolute(),
+            options=ocp.CheckpointManagerOptions(
+                read_only=True, create=False, save_interval_steps=0
+            ),
+            item_names=_ITEMS,
+        )
     try:
         return _restore(manager, target, location.step)
     finally:
@@ -460,6 +474,7 @@ def _restore(
     manager: ocp.CheckpointManager, target: Any, step: int | None
 ) -> tuple[Any, dict, int]:
     """Restore ``step`` from ``manager``, or the newest step that restores cleanly."""
+    silence_closed_loop_callbacks()  # before reading: a failed read reports at once
     directory = Path(manager.directory)
     steps = sorted(manager.all_steps(), reverse=True)
     abstract = _abstract(target)
@@ -474,6 +489,7 @@ def _restore(
         except CheckpointMismatchError:
             raise
         except Exception as err:
+            forget_failed_reads(directory / str(step))
             raise CheckpointNotFoundError(
                 f"Checkpoint {directory / str(step)} cannot be restored: {_short(err)}"
             ) from err
@@ -482,23 +498,29 @@ def _restore(
             f"No checkpoint to restore in {directory}. Train from scratch (without "
             f"--resume_from_checkpoint) or point it to a run's output_dir."
         )
-    problems = []
+    problems, damaged = [], []
     for candidate in steps:
         try:
             state, meta = _restore_step(manager, abstract, candidate)
         except CheckpointMismatchError:
             raise
         except Exception as err:
+            forget_failed_reads(directory / str(candidate))
             problems.append(f"step {candidate}: {_short(err)}")
-            logger.warning(
-                "Checkpoint step %d in %s is unusable (%s); trying the one before it.",
-                candidate,
-                directory,
-                _short(err),
-            )
+            damaged.append(candidate)
+            logger.debug("Checkpoint step %d in %s failed to restore.", candidate, directory)
             continue
-        if problems:
-            logger.warning("Resuming from checkpoint step %d in %s instead.", candidate, directory)
+        if problems:  # one warning, naming every damaged step and the one used instead
+            logger.warning(
+                "Checkpoint %s in %s %s unusable (%s); resuming from checkpoint step %d instead.",
+                f"step {damaged[0]}"
+                if len(damaged) == 1
+                else "steps " + ", ".join(map(str, damaged)),
+                directory,
+                "is" if len(damaged) == 1 else "are",
+                "; ".join(problems),
+                candidate,
+            )
         return state, meta, candidate
     raise CheckpointNotFoundError(
         f"No usable checkpoint in {directory}; every step failed to restore:\n  "

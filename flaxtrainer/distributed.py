@@ -21,9 +21,9 @@ with :func:`check_settings`, and the command line's ``--help`` must not pay for 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -278,9 +278,13 @@ def is_main_process() -> bool:
 
 
 def allgather_objects(obj: Any) -> list[Any]:
-    """Every process's ``obj`` (any picklable value), in process order, on every process.
+    """Every process's ``obj`` in process order, on every process (JSON, never pickle).
 
-    A collective: every process must call it at the same point. Single process: ``[obj]``.
+    ``obj`` is built of what :func:`encode_object` accepts: None, bools, numbers, strings,
+    lists, tuples, dicts and numpy arrays / scalars (dtype and shape kept). It travels as UTF-8
+    JSON in a ``uint8`` array padded to the longest process's payload, so what another process
+    sends can never run code here. A collective: every process must call it at the same point.
+    Single process: ``[obj]`` (not copied).
     """
     import jax
 
@@ -289,10 +293,78 @@ def allgather_objects(obj: Any) -> list[Any]:
     import numpy as np
     from jax.experimental import multihost_utils
 
-    payload = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+    payload = np.frombuffer(encode_object(obj), np.uint8)
     sizes = np.asarray(multihost_utils.process_allgather(np.array([payload.size], np.int64)))
     sizes = sizes.reshape(-1)
     padded = np.zeros(int(sizes.max()), np.uint8)
     padded[: payload.size] = payload
     gathered = np.asarray(multihost_utils.process_allgather(padded))
-    return [pickle.loads(gathered[i, : int(n)].tobytes()) for i, n in enumerate(sizes)]
+    return [decode_object(gathered[i, : int(n)].tobytes()) for i, n in enumerate(sizes)]
+
+
+_TAG = "__flaxtrainer__"
+
+
+def encode_object(obj: Any) -> bytes:
+    """``obj`` as UTF-8 JSON that :func:`decode_object` turns back into an equal value.
+
+    Tuples, dicts with non-string keys, numpy arrays and numpy scalars are wrapped in tagged
+    objects so they come back with their type (arrays with dtype and shape); anything else that
+    JSON cannot hold raises TypeError. Floats keep NaN and infinities.
+    """
+    import numpy as np
+
+    def encode(value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind not in "biuf":
+                raise TypeError(f"allgather_objects: cannot send a numpy array of {value.dtype}.")
+            return {
+                _TAG: "ndarray",
+                "dtype": value.dtype.str,
+                "shape": list(value.shape),
+                "data": value.ravel().tolist(),
+            }
+        if isinstance(value, np.generic):
+            return {_TAG: "scalar", "dtype": value.dtype.str, "value": value.item()}
+        if isinstance(value, list):
+            return [encode(v) for v in value]
+        if isinstance(value, tuple):
+            return {_TAG: "tuple", "items": [encode(v) for v in value]}
+        if isinstance(value, dict):
+            if all(isinstance(k, str) for k in value) and _TAG not in value:
+                return {k: encode(v) for k, v in value.items()}
+            return {_TAG: "dict", "items": [[encode(k), encode(v)] for k, v in value.items()]}
+        raise TypeError(
+            f"allgather_objects: cannot send a {type(value).__name__}; use None, bool, int, "
+            "float, str, list, tuple, dict or numpy arrays."
+        )
+
+    return json.dumps(encode(obj), allow_nan=True, separators=(",", ":")).encode("utf-8")
+
+
+def decode_object(data: bytes) -> Any:
+    """The value that :func:`encode_object` encoded (plain JSON parsing: no code runs)."""
+    import numpy as np
+
+    def decode(value: Any) -> Any:
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        kind = value.get(_TAG)
+        if kind is None:
+            return {k: decode(v) for k, v in value.items()}
+        if kind == "ndarray":
+            dtype = np.dtype(value["dtype"])
+            return np.asarray(value["data"], dtype=dtype).reshape(value["shape"])
+        if kind == "scalar":
+            return np.dtype(value["dtype"]).type(value["value"])
+        if kind == "tuple":
+            return tuple(decode(v) for v in value["items"])
+        if kind == "dict":
+            return {decode(k): decode(v) for k, v in value["items"]}
+        raise ValueError(f"allgather_objects: unknown tagged value {kind!r}.")
+
+    return decode(json.loads(data.decode("utf-8")))

@@ -3,8 +3,9 @@
 A new run written over an old one would resume from, prune or rank the old run's checkpoints,
 and mix two runs' files. ``FlaxTrainer.train()`` therefore checks first: an ``output_dir`` with
 checkpoints or an exported model is refused unless ``overwrite_output_dir`` (the old
-checkpoints are deleted; the other files get overwritten) or ``resume_from_checkpoint`` (the
-run continues) is set. Other files are left alone; a lone ``trainer_state.json`` (what a run
+checkpoints and TensorBoard logs are deleted; the other files get overwritten) or
+``resume_from_checkpoint`` (the run continues, appending to its TensorBoard logs) is set.
+Other files are left alone; a lone ``trainer_state.json`` (what a run
 without checkpoints of a model with no export leaves) is only a log and gets overwritten.
 """
 
@@ -63,13 +64,17 @@ def wants_resume(resume_from_checkpoint: str | bool | None) -> bool:
 def prepare_output_dir(args: TrainingArguments) -> None:
     """Refuse to train into an earlier run unless told what to do with it (see module doc).
 
-    Raises OutputDirExistsError; with ``overwrite_output_dir`` deletes the old checkpoints.
+    Raises OutputDirExistsError; with ``overwrite_output_dir`` (and no resume) deletes the old
+    checkpoints and the TensorBoard ``logging_dir`` inside ``output_dir``, whatever else is
+    there (a run killed before its first checkpoint leaves only logs).
     Multi-process: process 0 decides and deletes, the others follow its decision.
     """
+    if wants_resume(args.resume_from_checkpoint):
+        return  # the run goes on: its checkpoints and TensorBoard files are kept
     found = previous_run(args.output_dir) if jax.process_index() == 0 else []
-    if wants_resume(args.resume_from_checkpoint) or not _agreed(bool(found)):
-        return
     if not args.overwrite_output_dir:
+        if not _agreed(bool(found)):
+            return
         raise OutputDirExistsError(
             f"output_dir {args.output_dir} already holds a training run ({', '.join(found)})"
             if found
@@ -79,14 +84,32 @@ def prepare_output_dir(args: TrainingArguments) -> None:
             "or choose another output_dir",
         )
     if jax.process_index() == 0:
-        stale = Path(args.output_dir) / CHECKPOINTS_DIRNAME
-        if stale.is_dir():
+        for stale in _stale_folders(args):
             logger.warning("overwrite_output_dir: deleting the previous run's %s.", stale)
             shutil.rmtree(stale)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("flaxtrainer_prepare_output_dir")
+
+
+def _stale_folders(args: TrainingArguments) -> list[Path]:
+    """What ``overwrite_output_dir`` deletes: ``checkpoints/`` and the TensorBoard
+    ``logging_dir`` (so that two runs' curves never mix), the latter only when it lies inside
+    ``output_dir`` (a ``logging_dir`` elsewhere may hold other runs: it is left alone)."""
+    root = Path(args.output_dir).expanduser().absolute()
+    folders = [root / CHECKPOINTS_DIRNAME]
+    if args.logging_dir:
+        logs = Path(args.logging_dir).expanduser().absolute()
+        if logs != root and logs.is_relative_to(root):
+            folders.append(logs)
+        elif logs.is_dir() and any(logs.iterdir()):
+            logger.warning(
+                "overwrite_output_dir: logging_dir %s is outside output_dir and is kept; "
+                "TensorBoard will show the earlier runs' curves there too.",
+                logs,
+            )
+    return [folder for folder in folders if folder.is_dir()]
 
 
 def _agreed(flag: bool) -> bool:

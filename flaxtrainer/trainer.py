@@ -42,16 +42,16 @@ from flaxtrainer.batching import (
     LengthGroupedSampler,
     PackingBatcher,
     PackingGrid,
-    balanced_plan,
     bucket_widths,
-    eval_plan,
 )
-from flaxtrainer.callbacks import Callback, CallbackList, ProgressBar, TensorBoard
+from flaxtrainer.callbacks import Callback, CallbackList, ProgressBar, tracker_callbacks
+from flaxtrainer.checks import check_sequence_length
 from flaxtrainer.compilation import enable_compilation_cache
 from flaxtrainer.distributed import check_runtime
+from flaxtrainer.evaluation import EvalLoopOutput, evaluation_loop, without_missing_gold
 from flaxtrainer.optim import make_optimizer, make_schedule
 from flaxtrainer.preemption import InterruptGuard, TrainingInterrupted
-from flaxtrainer.sharded_data import ShardedBatcher, global_features, put_host_batch
+from flaxtrainer.sharded_data import ShardedBatcher, put_host_batch
 from flaxtrainer.sharding import (
     data_parallel_size,
     make_mesh,
@@ -92,16 +92,6 @@ class PredictionOutput(NamedTuple):
 
     predictions: Any
     label_ids: list[np.ndarray]
-    metrics: dict[str, float]
-
-
-class EvalLoopOutput(NamedTuple):
-    """One pass over a dataset: ``outputs[i]`` are ``task.predict_step`` arrays of feature ``i``
-    cut to its length, as numpy. Kept as ``trainer.last_evaluation`` for callbacks."""
-
-    dataset: Any
-    features: Sequence[dict[str, Any]]
-    outputs: list[dict[str, np.ndarray]]
     metrics: dict[str, float]
 
 
@@ -169,6 +159,7 @@ class FlaxTrainer:
         if mesh is not None and devices is not None:
             raise ValueError("FlaxTrainer: pass mesh or devices, not both.")
         check_runtime(args)  # multi-host flags given, but jax.distributed not running?
+        check_sequence_length(model, task, args)  # rows past the position table: NaN
         self.model = model
         self.task = task
         self.args = args
@@ -197,6 +188,7 @@ class FlaxTrainer:
         self._interrupt = InterruptGuard()
 
         self._prepared: dict[int, tuple[Any, Sequence[dict[str, Any]], Batcher]] = {}
+        self._gold_free: dict[int, tuple[Any, Any]] = {}
         self._train_shapes: set[tuple[int, ...]] = set()
         self._eval_shapes: set[tuple[int, ...]] = set()
         self._train_state: TrainState | None = None
@@ -205,6 +197,9 @@ class FlaxTrainer:
         self._schedule = None
         self._totals = _Totals()
         self._window = _Totals()
+        self._step_metrics: dict[str, float] | None = None
+        self._session_start_step = 0
+        self._step_metrics_at: int | None = None
         self._input_names = tuple(task.model_input_names)
         self.packing = self._packing_supported()
         self._train_grid: PackingGrid | None = None
@@ -258,11 +253,13 @@ class FlaxTrainer:
         prepare_output_dir(self.args)
         self._maybe_resume()
         start_step, session, start = self.state.global_step, _Totals(), time.perf_counter()
+        self._session_start_step = start_step
         self.is_training = True
         try:
             self.callbacks.on_train_begin(self)
             with self._interrupt:
                 self._train_loop(sampler, batcher, session)
+                self._finish_training()  # a stop from on_epoch_end: its step is done already
             if self.args.load_best_model_at_end:
                 self._load_best_model()
         except BaseException as exc:
@@ -384,8 +381,13 @@ class FlaxTrainer:
         rows = self.train_batch_size * accum
         self._window = _Totals()
         in_flight: deque[jax.Array] = deque()
-        while state.global_step < state.max_steps and not control.should_training_stop:
+        while (
+            state.global_step < state.max_steps
+            and state.epoch_index < state.num_train_epochs
+            and not control.should_training_stop
+        ):
             epoch = state.epoch_index
+            control._new_epoch()
             self.callbacks.on_epoch_begin(self)
             host_batches = (
                 self._collate(batcher, indices, rows, (accum,), self._train_grid)
@@ -411,15 +413,57 @@ class FlaxTrainer:
                 session.add_batch(host)
                 self._set_cadence_flags(end_of_epoch=state.step_in_epoch == state.steps_per_epoch)
                 self.callbacks.on_step_end(self)
+                if control.should_epoch_stop and state.step_in_epoch < state.steps_per_epoch:
+                    self._end_epoch_early()
                 self._act_on_flags()
                 if self._interrupt.should_stop(state.global_step):
                     raise self._stop_for_interrupt()
-                if control.should_training_stop or state.global_step >= state.max_steps:
+                if (
+                    control.should_training_stop
+                    or state.global_step >= state.max_steps
+                    or (control.should_epoch_stop and epoch + 1 >= state.num_train_epochs)
+                ):
+                    self._finish_training()  # the last step of the run
+                    break
+                if control.should_epoch_stop:
                     break
             if state.step_in_epoch >= state.steps_per_epoch:
                 state.epoch_index += 1
                 state.step_in_epoch = 0
             self.callbacks.on_epoch_end(self)
+
+    def _end_epoch_early(self) -> None:
+        """A callback set ``should_epoch_stop``: this step ends the epoch as its last step
+        would (``epoch`` whole, epoch-strategy evaluation and save), and the next epoch starts
+        at its beginning, in this run or in one resumed from this step's checkpoint. The run
+        still ends after ``num_train_epochs`` epochs (or ``max_steps`` updates)."""
+        state, args, control = self.state, self.args, self.control
+        state.step_in_epoch = state.steps_per_epoch
+        state.epoch = float(state.epoch_index + 1)
+        if args.eval_strategy == "epoch":
+            control.should_evaluate = True
+        if args.save_strategy == "epoch":
+            control.should_save = True
+
+    def _finish_training(self) -> None:
+        """At the run's last step: log the steps since the last logging step (so ``train_loss``
+        is the exact mean over every step run), and, when training ends before ``max_steps`` (a
+        callback's stop, or ``should_epoch_stop`` using up the epochs), save a final checkpoint
+        unless this step was just saved, saving is off, or a callback cleared
+        ``control.should_save_at_end`` (``TerminateOnNaN``: the state is bad). Does nothing
+        when called again at the same step."""
+        state, control = self.state, self.control
+        if int(to_host(self._metrics)["steps"]) > 0:
+            self._log_window()
+        if (
+            state.global_step > self._session_start_step
+            and state.global_step < state.max_steps
+            and self.args.save_strategy != "no"
+            and control.should_save_at_end
+            and self._get_checkpointer().last_saved_step != state.global_step
+        ):
+            metrics = self._step_metrics if self._step_metrics_at == state.global_step else None
+            self._save_checkpoint(metrics)
 
     def _act_on_flags(self) -> None:
         """Log, then evaluate, then save, as the flags say; then clear the per-step flags."""
@@ -431,6 +475,7 @@ class FlaxTrainer:
         if control.should_evaluate:
             metrics = self.evaluate()
             self._update_best(metrics)
+            self._step_metrics, self._step_metrics_at = metrics, self.state.global_step
         if control.should_save:
             self._save_checkpoint(metrics)
         self._window.start += time.perf_counter() - paused  # throughput excludes eval and save
@@ -503,66 +548,26 @@ class FlaxTrainer:
         return result.metrics
 
     def predict(self, dataset: Any, metric_key_prefix: str = "test") -> PredictionOutput:
-        """Word-level predictions (``task.decode``) for ``dataset``, with metrics when it has labels."""
+        """Word-level predictions (``task.decode``) for ``dataset``, with metrics when it has labels.
+
+        A split without gold tags (a ``tags`` column of -1 only, as the readers give it, or
+        labels all -100 after ``task.prepare``) gets no loss and no task metrics: only
+        ``{prefix}_samples``, ``_runtime`` and ``_samples_per_second``.
+        """
         result = self._evaluation_loop(dataset, metric_key_prefix)
-        predictions = self.task.decode(dataset, result.features, result.outputs)
+        predictions = self.task.decode(result.dataset, result.features, result.outputs)
         label_ids = [np.asarray(f["labels"]) for f in result.features]
         self.callbacks.on_predict(self, result.metrics)
         return PredictionOutput(predictions, label_ids, result.metrics)
 
     def _evaluation_loop(self, dataset: Any, prefix: str) -> EvalLoopOutput:
-        """Every feature exactly once (last batch padded with rows that count nowhere); outputs
-        in feature order; loss = global sum / global count over all batches."""
-        start = time.perf_counter()
-        _, features, batcher = self._prepare(dataset)
-        params = self._eval_params()
-        grid = None
-        if isinstance(batcher, PackingBatcher):
-            plan = balanced_plan(batcher.lengths, self.eval_batch_size)
-            grid = batcher.plan_grid(plan, multiple=self.num_devices, width_cost=self._width_cost())
-        else:
-            plan = eval_plan(
-                batcher.lengths, self.eval_batch_size, sort_by_length=len(batcher.widths) > 1
-            )
-        outputs: list[dict[str, np.ndarray] | None] = [None] * len(batcher.lengths)
-        totals = {"loss_sum": 0.0, "count": 0}
-
-        def collect(host: HostBatch, result: Any) -> None:
-            batch_outputs, loss_sum, count = to_host(result)
-            totals["loss_sum"] += float(loss_sum)
-            totals["count"] += int(count)
-            for index, row, first in zip(host.indices, *host.placements()):
-                if index >= 0:
-                    end = first + batcher.lengths[index]
-                    outputs[index] = {k: v[row, first:end] for k, v in batch_outputs.items()}
-
-        pending: deque[tuple[HostBatch, Any]] = deque()
-        for indices in plan:
-            host = self._collate(batcher, indices, self.eval_batch_size, (), grid)
-            self._record_shape(self._eval_shapes, host.shape)
-            device_batch = put_host_batch(host, self.mesh)
-            pending.append((host, self._eval_step(params, self._rest, device_batch)))
-            if len(pending) > 2:
-                collect(*pending.popleft())
-        while pending:
-            collect(*pending.popleft())
-        features = global_features(batcher, features)  # multi-host: every process's features
-
-        metrics: dict[str, float] = {}
-        if totals["count"] > 0:
-            task_metrics = self.task.compute_metrics(dataset, features, outputs)
-            metrics.update({_prefixed(prefix, k): v for k, v in task_metrics.items()})
-            metrics[f"{prefix}_loss"] = totals["loss_sum"] / totals["count"]
-        else:
-            logger.warning(
-                "%s: the dataset has no labels (all -100); only runtime is reported.", prefix
-            )
-        runtime = time.perf_counter() - start
-        samples = len(dataset) if hasattr(dataset, "__len__") else len(features)
-        metrics[f"{prefix}_samples"] = samples
-        metrics[f"{prefix}_runtime"] = runtime
-        metrics[f"{prefix}_samples_per_second"] = samples / runtime if runtime > 0 else float("nan")
-        return EvalLoopOutput(dataset, features, outputs, metrics)
+        """Every feature once; see ``flaxtrainer.evaluation``. A split whose gold tags are all
+        -1 (no gold) loses them first, so that it gets no made-up loss or metrics."""
+        cached = self._gold_free.get(id(dataset))
+        if cached is None or cached[0] is not dataset:
+            cached = (dataset, without_missing_gold(dataset))
+            self._gold_free[id(dataset)] = cached
+        return evaluation_loop(self, cached[1], prefix)
 
     # ------------------------------------------------------------------------------ logging
     def log(self, logs: dict[str, float]) -> None:
@@ -695,11 +700,7 @@ class FlaxTrainer:
 
     # ---------------------------------------------------------------------------- internals
     def _with_defaults(self, callbacks: list[Callback]) -> list[Callback]:
-        defaults: list[Callback] = []
-        if self.args.report_to == "tensorboard" and not any(
-            isinstance(c, TensorBoard) for c in callbacks
-        ):
-            defaults.append(TensorBoard())
+        defaults: list[Callback] = tracker_callbacks(self.args, callbacks)
         if not self.args.disable_tqdm and not any(isinstance(c, ProgressBar) for c in callbacks):
             defaults.append(ProgressBar())
         return defaults + callbacks
@@ -822,7 +823,3 @@ class FlaxTrainer:
         if self.is_training and self._train_state is not None:
             return self._train_state.params
         return self._master_params()
-
-
-def _prefixed(prefix: str, key: str) -> str:
-    return key if key.startswith(f"{prefix}_") else f"{prefix}_{key}"

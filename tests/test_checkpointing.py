@@ -309,6 +309,60 @@ def test_damaged_newest_falls_back_to_the_previous(tmp_path, mesh, caplog, damag
     assert "Checkpoint step 2" in caplog.text and "unusable" in caplog.text
 
 
+_DAMAGED_RESTORE = textwrap.dedent(
+    """
+    import logging, os, sys
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax, jax.numpy as jnp
+    from pathlib import Path
+    from flaxtrainer.checkpointing import Checkpointer, find_checkpoint, restore_checkpoint
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s:%(name)s:%(message)s")
+    root = Path(sys.argv[1])
+    # as many arrays as a small model: each pending read of a failed restore used to print
+    # an "Event loop is closed" traceback
+    state = {f"layer{i}": jnp.arange(512.0) + i for i in range(200)}
+    with Checkpointer(root) as ckpt:
+        ckpt.save(1, state, {"step": 1})
+        ckpt.save(2, state, {"step": 2})
+    for chunk in (root / "latest" / "2" / "state").rglob("*"):
+        if chunk.is_file() and chunk.parent.name == "d":
+            chunk.write_bytes(chunk.read_bytes()[:3])
+    for _ in range(3):
+        with Checkpointer(root) as ckpt:
+            _, meta, step = ckpt.restore(state)
+            assert step == 1 and meta == {"step": 1}
+    # as a resume does it (read-only): orbax's read-only notices are no news either
+    _, meta, step = restore_checkpoint(find_checkpoint(root, str(root)), state)
+    assert step == 1 and meta == {"step": 1}
+    print("RESTORED", file=sys.stderr, flush=True)
+    """
+)
+
+
+def test_damaged_checkpoint_fallback_prints_one_warning_and_no_traceback(tmp_path):
+    """What a user sees on stderr: one warning per restore naming the damaged step, nothing else
+    (the failed reads' "Event loop is closed" tracebacks and orbax's notices are dropped)."""
+    script = tmp_path / "restore.py"
+    script.write_text(_DAMAGED_RESTORE)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "ckpt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    err = done.stderr
+    assert "RESTORED" in err
+    assert "Traceback" not in err and "Event loop is closed" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    warnings = [line for line in lines if line.startswith("WARNING:flaxtrainer.checkpointing:")]
+    assert [line for line in lines if line not in warnings] == ["RESTORED"], err[-3000:]
+    assert len(warnings) == 4, warnings  # one per restore
+    assert all("Checkpoint step 2 in " in w and "unusable" in w for w in warnings)
+    assert all("resuming from checkpoint step 1 instead" in w for w in warnings)
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_no_usable_checkpoint_lists_every_failure(tmp_path, mesh):
     save_steps(tmp_path, mesh, [1, 2])

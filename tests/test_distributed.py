@@ -17,7 +17,9 @@ from flaxtrainer.distributed import (
     allgather_objects,
     check_runtime,
     check_settings,
+    decode_object,
     detect_cluster,
+    encode_object,
     initialize_distributed,
 )
 from flaxtrainer.sharded_data import (
@@ -142,6 +144,74 @@ def test_single_process_collectives_are_trivial():
 
 
 # ----------------------------------------------------------------------------------- data
+def _same(a, b) -> bool:
+    """Equal values of equal types (arrays: dtype, shape and bits; NaN equals NaN)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    if isinstance(a, np.generic):
+        return a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and np.isnan(a):
+        return np.isnan(b)
+    return a == b
+
+
+def test_gathered_objects_travel_as_json_and_come_back_equal():
+    features = ToyTask().prepare(make_dataset(3, seed=1))  # what ShardedBatcher gathers
+    value = {
+        "features": features,
+        "lengths": np.array([[1, 2], [3, 4]], np.int64),
+        "mask": np.array([True, False]),
+        "scores": np.array([0.5, np.nan], np.float32),
+        "scalar": np.int32(7),
+        "pair": (1, "two", None),
+        "by_id": {3: "x", "__flaxtrainer__": 1.5},
+        "inf": float("inf"),
+        "error": None,
+    }
+    data = encode_object(value)
+    assert isinstance(data, bytes)
+    assert data.decode("utf-8").startswith("{")  # plain JSON text
+    assert _same(decode_object(data), value)
+    assert not _same(decode_object(encode_object(np.arange(3, dtype=np.int32))), np.arange(3))
+
+
+def test_gathered_objects_refuse_what_json_cannot_hold():
+    with pytest.raises(TypeError, match="cannot send a set"):
+        encode_object({"x": {1, 2}})
+    with pytest.raises(TypeError, match="cannot send a numpy array of object"):
+        encode_object(np.array([object()]))
+    import pickle
+
+    with pytest.raises(UnicodeDecodeError):  # a pickle payload is never unpickled
+        decode_object(pickle.dumps(object()))
+
+
+def test_the_package_has_no_pickle_eval_or_exec():
+    import re
+    from pathlib import Path
+
+    import flaxtrainer
+
+    root = Path(flaxtrainer.__file__).parent
+    pattern = re.compile(
+        r"^\s*(import pickle|from pickle)|pickle\.loads?\(|(?<![.\w])(eval|exec)\(|yaml\.load\("
+        r"|trust_remote_code\s*=\s*True",
+        re.MULTILINE,
+    )
+    found = [
+        f"{path.relative_to(root)}: {match.group(0).strip()}"
+        for path in sorted(root.rglob("*.py"))
+        for match in pattern.finditer(path.read_text("utf-8"))
+    ]
+    assert found == []
+
+
 def test_shards_are_contiguous_and_balanced():
     for n, p in [(61, 2), (10, 3), (7, 7), (2, 4)]:
         bounds = shard_bounds(n, p)

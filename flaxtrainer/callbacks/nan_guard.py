@@ -42,4 +42,5 @@ class TerminateOnNaN(Callback):
         control = trainer.control
         control.should_training_stop = True
         control.should_save = False
+        control.should_save_at_end = False  # no final checkpoint of this state either
         control.should_evaluate = False

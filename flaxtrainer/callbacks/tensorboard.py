@@ -25,6 +25,9 @@ class TensorBoard(Callback):
     written again. At each checkpoint the file is closed (the next event opens a new one):
     tensorboardX writes from a background queue that a killed process loses, and closing is
     its only way to put every event up to the checkpoint on disk, so a resumed curve has no gap.
+    A new run with ``overwrite_output_dir`` starts clean: ``train()`` deletes the old
+    ``logging_dir`` first when it lies inside ``output_dir`` (``flaxtrainer.output_dir``), so
+    two runs' curves never mix; a resumed run appends to it.
 
     - training logs -> ``train/<key>`` (``train/loss``, ``train/learning_rate``,
       ``train/grad_norm``, ``train/tokens_per_second``, ``train/epoch``, ...) at the global step;

@@ -86,3 +86,14 @@ def test_group_entities_schemes(tags, expected):
     for e in entities:
         assert text[e.start : e.end] == e.text
     assert entities[0].score == pytest.approx(0.8 if expected[0][1] == "Angela Merkel" else 0.9)
+
+
+def test_group_entities_reads_io_tags_with_the_scheme():
+    """Bare IO tags (`PER`) are whole entity types, not a prefix plus a cut-off type."""
+    from flaxtrainer.tasks.schemes import get_scheme
+
+    text = "Angela Merkel visited Paris ."
+    words = split_words(text)
+    tags = ["PER", "PER", "O", "LOC", "O"]
+    entities = group_entities(text, words, tags, [0.9] * 5, get_scheme("IO"))
+    assert [(e.type, e.text) for e in entities] == [("PER", "Angela Merkel"), ("LOC", "Paris")]
