@@ -280,12 +280,11 @@ IGNORED_FLAGS: dict[str, tuple[type, str]] = {
     ),
     "preprocessing_num_workers": (int, "tokenization runs in batches in the fast tokenizer"),
     "trust_remote_code": (bool, "flaxtrainer implements its encoders itself and runs no hub code"),
-    "push_to_hub": (bool, "flaxtrainer never uploads; push the exported output_dir yourself"),
-    "hub_model_id": (str, "flaxtrainer never uploads"),
-    "hub_token": (str, "flaxtrainer never uploads"),
-    "hub_strategy": (str, "flaxtrainer never uploads"),
-    "hub_private_repo": (bool, "flaxtrainer never uploads"),
 }
+
+_NO_UPLOAD_HINT = (
+    "upload the exported --output_dir yourself, e.g. `huggingface-cli upload MY_ID ./output_dir`"
+)
 
 # Flags of Hugging Face's Trainer that flaxtrainer cannot honour: accepted by the parser, and
 # refused with an error when set, rather than running something else than asked.
@@ -297,6 +296,21 @@ REFUSED_FLAGS: dict[str, tuple[type, str, str]] = {
         "and CPU computes in bfloat16, which needs no loss scaling)",
         "use --bf16 (bfloat16 compute, float32 master weights), or drop --fp16",
     ),
+    # Asking for an upload and getting none would lose the user's model silently.
+    **{
+        name: (
+            tp,
+            f"--{name} is not supported: flaxtrainer does not upload to the hub",
+            _NO_UPLOAD_HINT,
+        )
+        for name, tp in (
+            ("push_to_hub", bool),
+            ("hub_model_id", str),
+            ("hub_token", str),
+            ("hub_strategy", str),
+            ("hub_private_repo", bool),
+        )
+    },
 }
 
 

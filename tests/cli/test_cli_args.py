@@ -128,10 +128,22 @@ def test_invalid_training_arguments_become_one_line():
 
 
 def test_ignored_flag_prints_notice(capsys):
-    parse(BASE + ["--push_to_hub", "--hub_model_id", "me/model"])
+    parse(BASE + ["--overwrite_cache", "--preprocessing_num_workers", "4"])
     err = capsys.readouterr().err
-    assert "notice: --push_to_hub is accepted for compatibility and ignored" in err
-    assert "notice: --hub_model_id" in err
+    assert "notice: --overwrite_cache is accepted for compatibility and ignored" in err
+    assert "notice: --preprocessing_num_workers" in err
+
+
+@pytest.mark.parametrize(
+    "flags", [["--push_to_hub"], ["--hub_model_id", "me/model"], ["--hub_token", "x"]]
+)
+def test_upload_flags_are_refused_not_ignored(flags):
+    """Asking for an upload and silently getting none would lose the model: an error."""
+    with pytest.raises(UserError) as info:
+        parse(BASE + flags)
+    assert f"{flags[0]} is not supported" in info.value.message
+    assert "upload" in info.value.hint
+    parse(BASE + ["--push_to_hub", "false"])  # explicitly off is fine
 
 
 def test_help_explains_every_flag(capsys):
