@@ -1,14 +1,20 @@
-"""Checkpoints with orbax: the newest few for resuming, the best one for the final model.
+"""Checkpoints with orbax: the newest few for resuming, plus the best one for the final model.
 
 A checkpoint holds two items: ``state``, a pytree of arrays (parameters, optimizer state, step,
 RNG keys, ...) written with orbax's ``StandardSave``, and ``meta``, a JSON dict (trainer state,
-epoch, sampler position, callbacks' ``state_dict()``...). Two orbax ``CheckpointManager``s keep
-them under one root::
+epoch, sampler position, callbacks' ``state_dict()``...). One orbax ``CheckpointManager`` keeps
+every step once, with the step's evaluation metrics, under::
 
-    <directory>/latest/<step>/{state,meta}   newest ``save_total_limit`` steps, for resuming
-    <directory>/best/<step>/{state,meta}     the best step by ``metric_for_best_model``
+    <directory>/latest/<step>/{state,meta,metrics}
 
-Two managers because orbax's ``best_fn`` keeps the best N instead of the newest N.
+Its preservation policy keeps the newest ``save_total_limit`` steps (for resuming) and, in
+addition, the best step by ``metric_for_best_model`` (as Hugging Face does), ranked by the one
+rule of :mod:`flaxtrainer.best_metric`. Resume and ``load_best_model_at_end`` restore the same
+way, from a :class:`CheckpointLocation` (:func:`restore_checkpoint`).
+
+Runs saved by flaxtrainer before this layout also have ``<directory>/best/<step>`` (a second
+copy of the best step, with its metrics). Such a folder still counts: its step competes for the
+best (restored from there if it stays the best) until a new step beats it, when it is deleted.
 
 Saves are asynchronous: ``save`` returns once the arrays are copied to host memory (so the
 caller may donate or delete them), and the files are written in the background; the next save,
@@ -27,7 +33,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,21 +42,37 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from flaxtrainer.best_metric import BestMetric
 from flaxtrainer.checkpoint_noise import (
     forget_failed_reads,
     quiet_read_only_notices,
     silence_closed_loop_callbacks,
 )
+from flaxtrainer.errors import CheckpointMismatchError, CheckpointNotFoundError
+
+__all__ = [
+    "CHECKPOINTS_DIRNAME",
+    "CheckpointLocation",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "Checkpointer",
+    "find_checkpoint",
+    "restore_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIRNAME = "checkpoints"
 """Sub-folder of ``output_dir`` that the trainer gives to its ``Checkpointer``."""
 LATEST_DIRNAME = "latest"
-BEST_DIRNAME = "best"
+"""The folder of steps inside a ``Checkpointer``'s root (named when it held the newest only)."""
+LEGACY_BEST_DIRNAME = "best"
+"""Where flaxtrainer's two-manager layout kept a copy of the best step (read, never written)."""
 
 _STATE, _META = "state", "meta"
 _ITEMS = (_STATE, _META)
+# orbax keeps a step's metrics in <step>/metrics/metrics (a JSON file).
+_METRICS_FILE = Path("metrics") / "metrics"
 # orbax 0.12.8 names an unfinished save `<step>.orbax-checkpoint-tmp` (older releases appended
 # `-<timestamp>`), and writes `commit_success.txt` into a step folder just before finalizing it.
 _TMP_MARKER = ocp.path.atomicity_types.TMP_DIR_SUFFIX
@@ -63,17 +85,9 @@ _RESUME_NEWEST = ("latest", "true")
 _RESUME_NONE = ("", "false", "none")
 
 
-class CheckpointNotFoundError(FileNotFoundError):
-    """No (usable) checkpoint where one was asked for."""
-
-
-class CheckpointMismatchError(ValueError):
-    """The restore target does not fit the saved state (another model or optimizer)."""
-
-
 @dataclass(frozen=True)
 class CheckpointLocation:
-    """Where to resume from: a ``latest``/``best`` folder and a step (None: newest usable)."""
+    """A folder of steps and a step in it (None: the newest usable one)."""
 
     directory: Path
     step: int | None = None
@@ -92,14 +106,30 @@ class CheckpointLocation:
         return str(self.path)
 
 
+@dataclass
+class _KeepBest:
+    """orbax preservation policy: keep the best step by ``rule`` among those with metrics.
+
+    Folding :meth:`BestMetric.improves` in step order makes ties keep the earlier step and
+    NaN or missing values never count, exactly as the trainer and early stopping rank them.
+    """
+
+    rule: BestMetric
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
+        best = self.rule.best_of((info.step, info.metrics) for info in checkpoints)
+        return [info.step == best for info in checkpoints]
+
+
 class Checkpointer:
-    """Saves and restores training checkpoints under ``directory`` (see the module docstring).
+    """Saves training checkpoints under ``directory`` (see the module docstring).
 
     Args:
-        directory: root folder; ``latest/`` and ``best/`` are created inside it.
-        save_total_limit: how many of the newest checkpoints to keep (None: all).
-        metric_for_best_model: metric that ranks checkpoints for ``best/`` (looked up as given,
-            then with an ``eval_`` prefix, as in Hugging Face). None: no ``best/``.
+        directory: root folder; the steps go to ``directory/latest/``.
+        save_total_limit: how many of the newest checkpoints to keep (None: all); the best
+            one is kept in addition.
+        metric_for_best_model: metric that ranks checkpoints (see
+            :mod:`flaxtrainer.best_metric`). None: no best is tracked.
         greater_is_better: whether a larger metric is better; None means True unless the
             metric name ends with ``loss``.
         async_save: write in a background thread (the default) or block until written.
@@ -120,65 +150,57 @@ class Checkpointer:
                 f"got {save_total_limit}."
             )
         self.directory = Path(directory).expanduser().absolute()
-        self.metric_for_best_model = metric_for_best_model
-        if greater_is_better is None and metric_for_best_model is not None:
-            greater_is_better = not metric_for_best_model.endswith("loss")
-        self.greater_is_better = greater_is_better
+        self.rule = (
+            None
+            if metric_for_best_model is None
+            else BestMetric(metric_for_best_model, greater_is_better)
+        )
         self._last_saved_step: int | None = None
         self._closed = False
-
-        self._latest = _open_manager(
-            self.directory / LATEST_DIRNAME,
-            max_to_keep=save_total_limit,
+        self._manager = _open_manager(
+            self.latest_dir,
+            save_total_limit=save_total_limit,
+            rule=self.rule,
             async_save=async_save,
         )
-        self._best: ocp.CheckpointManager | None = None
-        self._best_value: float | None = None
-        if metric_for_best_model is not None:
-            self._best = _open_manager(
-                self.directory / BEST_DIRNAME,
-                max_to_keep=1,
-                async_save=async_save,
-                best_fn=self._rank_value,
-                best_mode="max" if greater_is_better else "min",
-            )
-        # Kept in memory: orbax reads metrics from the step folder, which does not exist yet
-        # while that step is written in the background.
-        self._best_value = self._read_best_value()
+        # Kept in memory: orbax writes a step's metrics in the background, so the step being
+        # written cannot be read back yet.
+        self._best: tuple[CheckpointLocation, float] | None = self._read_best()
 
     # ----------------------------------------------------------------------------- queries
     @property
     def latest_dir(self) -> Path:
+        """The folder of steps."""
         return self.directory / LATEST_DIRNAME
 
-    @property
-    def best_dir(self) -> Path:
-        return self.directory / BEST_DIRNAME
-
     def step_path(self, step: int) -> Path:
-        """The folder of ``step`` in ``latest/`` (for messages and ``on_save``)."""
+        """The folder of ``step`` (for messages and ``on_save``)."""
         return self.latest_dir / str(step)
 
     def all_steps(self) -> list[int]:
-        """Steps in ``latest/``, oldest first."""
-        return sorted(self._latest.all_steps())
+        """Steps kept (the newest ones and the best), oldest first."""
+        return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
-        """Newest step in ``latest/`` (not checked for damage; ``restore`` does that)."""
-        return self._latest.latest_step()
+        """Newest step (not checked for damage; ``restore_checkpoint`` does that)."""
+        return self._manager.latest_step()
+
+    def best_location(self) -> CheckpointLocation | None:
+        """Where the best checkpoint is (None when no save had the metric, or none is set)."""
+        return None if self._best is None else self._best[0]
 
     def best_step(self) -> int | None:
-        """Step held in ``best/``, or None when there is none (or no metric is set)."""
-        return None if self._best is None else self._best.best_step()
+        """The best step, or None (see :meth:`best_location`)."""
+        return None if self._best is None else self._best[0].step
+
+    def best_metric(self) -> float | None:
+        """The ``metric_for_best_model`` value of the best checkpoint, if any."""
+        return None if self._best is None else self._best[1]
 
     @property
     def last_saved_step(self) -> int | None:
         """The step this Checkpointer saved last (None before its first save)."""
         return self._last_saved_step
-
-    def best_metric(self) -> float | None:
-        """The ``metric_for_best_model`` value of the best checkpoint, if any."""
-        return self._best_value
 
     # -------------------------------------------------------------------------------- save
     def save(
@@ -189,50 +211,47 @@ class Checkpointer:
         metrics: Mapping[str, Any] | None = None,
         force: bool = False,
     ) -> bool:
-        """Save ``state`` and ``meta`` as checkpoint ``step``; returns whether anything was written.
+        """Save ``state``, ``meta`` and ``metrics`` as checkpoint ``step``, once; returns
+        whether anything was written.
 
-        Always saves to ``latest/``; also to ``best/`` when ``metrics`` hold the metric and it
-        beats the best so far (strictly, so ties keep the earlier checkpoint). Returns once the
-        arrays are on the host; the files are written in the background.
+        ``metrics`` (the evaluation at this step, if any) rank the step for the best one.
+        Returns once the arrays are on the host; the files are written in the background.
 
-        Saving a step that this Checkpointer has just saved is skipped (the end-of-training save
-        often coincides with a periodic one) unless ``force``, which replaces it. Checkpoints at
-        or after ``step`` left by an earlier run (after resuming from an older checkpoint) belong
-        to an abandoned timeline: they are deleted, with a warning, before saving.
+        Saving the step this Checkpointer has just saved is skipped (the end-of-training save
+        often coincides with a periodic one) unless ``force`` or new ``metrics`` come with it:
+        then the step is written again. Checkpoints at or after ``step`` left by an earlier run
+        (after resuming from an older checkpoint) belong to an abandoned timeline: they are
+        deleted, with a warning, before saving.
         """
         self._check_open()
         step = int(step)
         if step < 0:
             raise ValueError(f"Checkpoint step must be >= 0, got {step}.")
         meta = _to_json(meta)
-        repeated = step == self._last_saved_step and not force
-        written = False
-        if not repeated:
-            self._drop_steps_from(step)
-            self._latest.save(step, args=_save_args(state, meta), force=True)
-            written = True
-        metric = self._metric_value(metrics)
-        if self._best is not None and metric is not None and self._improves(metric, step):
-            best_metrics = _numeric(metrics)
-            best_metrics[self.metric_for_best_model] = metric
-            self._best.save(step, args=_save_args(state, meta), metrics=best_metrics, force=True)
-            self._best_value = metric
-            written = True
+        value = None if self.rule is None else self.rule.value(metrics)
+        if step == self._last_saved_step and not force and value is None:
+            return False
+        self._drop_steps_from(step)
+        best = None if self._best is None else self._best[1]
+        if self.rule is not None and self.rule.improves(value, best):
+            self._drop_legacy_best()
+            self._best = (CheckpointLocation(self.latest_dir, step), float(value))
+        self._manager.save(
+            step, args=_save_args(state, meta), metrics=_numeric(metrics or {}), force=True
+        )
         self._last_saved_step = step
-        return written
+        return True
 
     def wait_until_finished(self) -> None:
         """Block until every pending write is on disk (raises if a background write failed)."""
-        for manager in self._managers():
-            manager.wait_until_finished()
+        self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Finish pending writes and release orbax's threads. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        for manager in self._managers():
-            manager.close()
+        self._manager.close()
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -240,93 +259,60 @@ class Checkpointer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ----------------------------------------------------------------------------- restore
-    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict, int]:
-        """Restore ``(state, meta, step)`` from ``latest/``; ``step=None``: newest usable one.
-
-        ``target`` is a pytree like the saved state: concrete arrays or ``jax.ShapeDtypeStruct``
-        with shardings; restored arrays get the target's shardings. With ``step=None`` a damaged
-        newest checkpoint (partial, truncated or missing files) is reported with a warning and
-        the one before it is used.
-        """
-        self._check_open()
-        self.wait_until_finished()  # a step still being written is listed but not readable
-        return _restore(self._latest, target, step)
-
-    def restore_best(self, target: Any) -> tuple[Any, dict, int]:
-        """Restore ``(state, meta, step)`` of the best checkpoint."""
-        self._check_open()
-        if self._best is None:
-            raise CheckpointNotFoundError(
-                f"No best checkpoint in {self.directory}: metric_for_best_model is not set."
-            )
-        step = self._best.best_step()
-        if step is None:
-            raise CheckpointNotFoundError(
-                f"No best checkpoint in {self.best_dir}: no save received metrics containing "
-                f"{self.metric_for_best_model!r} (is evaluation run before saving?)."
-            )
-        self.wait_until_finished()
-        return _restore(self._best, target, step)
-
     # ----------------------------------------------------------------------------- helpers
-    def _managers(self) -> list[ocp.CheckpointManager]:
-        return [m for m in (self._latest, self._best) if m is not None]
-
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"Checkpointer for {self.directory} is closed.")
 
-    def _rank_value(self, metrics: Mapping[str, Any]) -> float:
-        """orbax's best_fn: the metric, or the worst possible value when missing or NaN."""
-        value = _as_float(metrics.get(self.metric_for_best_model))
-        if value is None or math.isnan(value):
-            return -math.inf if self.greater_is_better else math.inf
-        return value
-
-    def _metric_value(self, metrics: Mapping[str, Any] | None) -> float | None:
-        if not metrics or self.metric_for_best_model is None:
+    def _read_best(self) -> tuple[CheckpointLocation, float] | None:
+        """The best step on disk and its value (call with no save in flight): ranked by the
+        steps' metrics, a legacy ``best/`` folder's step competing too."""
+        if self.rule is None:
             return None
-        name = self.metric_for_best_model
-        for key in (name, f"eval_{name}"):
-            if key in metrics:
-                value = _as_float(metrics[key])
-                return None if value is None or math.isnan(value) else value
-        return None
-
-    def _improves(self, value: float, step: int) -> bool:
-        if step in self._best.all_steps():
-            return False
-        best = self._best_value
+        candidates: dict[int, tuple[CheckpointLocation, Any]] = {
+            step: (CheckpointLocation(self.latest_dir, step), self._manager.metrics(step))
+            for step in self._manager.all_steps()
+        }
+        legacy = _legacy_best(self.directory / LEGACY_BEST_DIRNAME)
+        if legacy is not None:
+            step = legacy[0].step
+            if step not in candidates or self.rule.value(candidates[step][1]) is None:
+                candidates[step] = legacy  # the legacy latest/ steps have no metrics
+        best = self.rule.best_of((step, metrics) for step, (_, metrics) in candidates.items())
         if best is None:
-            return True
-        return value > best if self.greater_is_better else value < best
-
-    def _read_best_value(self) -> float | None:
-        """The metric of the best step on disk (call with no save in flight)."""
-        step = self.best_step()
-        if step is None:
             return None
-        return _as_float((self._best.metrics(step) or {}).get(self.metric_for_best_model))
+        location, metrics = candidates[best]
+        return location, float(self.rule.value(metrics))
+
+    def _drop_legacy_best(self) -> None:
+        """A new best supersedes a legacy ``best/`` folder: delete it (primary process)."""
+        if self._best is None or self._best[0].directory == self.latest_dir:
+            return
+        folder = self._best[0].directory
+        logger.info("Deleting %s: a newer checkpoint is better.", folder)
+        if jax.process_index() == 0:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _drop_steps_from(self, step: int) -> None:
         """Delete checkpoints at or after ``step``: they are from an abandoned timeline."""
-        for manager in self._managers():
-            stale = sorted(s for s in manager.all_steps() if s >= step)
-            if not stale:
-                continue
+        stale = sorted(s for s in self._manager.all_steps() if s >= step)
+        legacy_stale = self._best is not None and self._best[0].step >= step
+        if not stale and not legacy_stale:
+            return
+        if stale:
             logger.warning(
                 "Deleting checkpoint(s) %s in %s: saving step %d supersedes them (training "
                 "resumed from an earlier step, or a forced save).",
                 stale,
-                manager.directory,
+                self.latest_dir,
                 step,
             )
-            manager.wait_until_finished()
+            self._manager.wait_until_finished()
             for s in stale:
-                manager.delete(s)
-            if manager is self._best:
-                self._best_value = self._read_best_value()
+                self._manager.delete(s)
+        if legacy_stale:
+            self._drop_legacy_best()
+        self._best = self._read_best()
 
 
 # --------------------------------------------------------------------------- resume lookup
@@ -405,23 +391,48 @@ def restore_checkpoint(location: CheckpointLocation, target: Any) -> tuple[Any, 
 
 # ----------------------------------------------------------------------------- internals
 def _open_manager(
-    directory: Path, *, max_to_keep: int | None, async_save: bool, **options: Any
+    directory: Path, *, save_total_limit: int | None, rule: BestMetric | None, async_save: bool
 ) -> ocp.CheckpointManager:
+    """One manager for every step: keeps the newest ``save_total_limit`` and, with a ``rule``,
+    the best step too; with a rule orbax also writes each step's metrics (``best_fn`` is what
+    turns that on; flaxtrainer ranks with ``rule`` itself, never with orbax's ``best_step``)."""
     _remove_interrupted_saves(directory)
+    keep: Any = ocp.checkpoint_managers.LatestN(n=save_total_limit)
+    best: dict[str, Any] = {}
+    if rule is not None:
+        keep = ocp.checkpoint_managers.AnyPreservationPolicy([keep, _KeepBest(rule)])
+        best = {"best_fn": rule.rank, "best_mode": "max"}
     return ocp.CheckpointManager(
         directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            preservation_policy=keep,
             enable_async_checkpointing=async_save,
-            # Both managers save the same step at once; without distinct prefixes their
-            # multi-process barriers share names and collide ("barrier already ongoing").
             multiprocessing_options=ocp.options.MultiprocessingOptions(
-                barrier_sync_key_prefix=f"flaxtrainer_{directory.name}"
+                barrier_sync_key_prefix="flaxtrainer_checkpoints"
             ),
-            **options,
+            **best,
         ),
         item_names=_ITEMS,
     )
+
+
+def _legacy_best(folder: Path) -> tuple[CheckpointLocation, dict] | None:
+    """The step in a legacy ``best/`` folder (two-manager layout) and its metrics, or None
+    when there is none (or it is unfinished, or its metrics are unreadable)."""
+    if not folder.is_dir():
+        return None
+    steps = sorted(
+        (int(p.name) for p in folder.iterdir() if _is_step_dir(p) and (p / _COMMIT_FILE).is_file()),
+        reverse=True,
+    )
+    for step in steps:
+        try:
+            metrics = json.loads((folder / str(step) / _METRICS_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(metrics, dict):
+            return CheckpointLocation(folder, step), metrics
+    return None
 
 
 def _remove_interrupted_saves(directory: Path) -> None:

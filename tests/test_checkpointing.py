@@ -1,4 +1,5 @@
-"""Checkpointer: sharded round trip, latest/best policies, damaged checkpoints, resume lookup."""
+"""Checkpointer: sharded round trip, latest + best policy, damaged checkpoints, resume lookup,
+the legacy two-folder layout."""
 
 import json
 import logging
@@ -12,6 +13,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -86,6 +88,12 @@ def steps_on_disk(folder: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
+def restore(ckpt: Checkpointer, target, step: int | None = None):
+    """Restore from a Checkpointer's folder of steps as the trainer's resume does."""
+    ckpt.wait_until_finished()  # a step still being written is not readable yet
+    return restore_checkpoint(CheckpointLocation(ckpt.latest_dir, step), target)
+
+
 def save_steps(directory, mesh, steps, **kwargs) -> dict[int, dict]:
     states = {}
     with Checkpointer(directory, **kwargs) as ckpt:
@@ -105,7 +113,7 @@ def test_round_trip_on_mesh_is_bitwise_with_same_shardings(tmp_path, mesh):
         assert ckpt.step_path(30).is_dir()
 
         target = make_state(mesh, 0)  # same structure, other values
-        restored, meta, step = ckpt.restore(target)
+        restored, meta, step = restore(ckpt, target)
     assert step == 30
     assert_same_state(restored, state)
     assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(restored))
@@ -121,7 +129,7 @@ def test_restore_onto_abstract_target(tmp_path, mesh):
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
         )
-        restored, _, _ = ckpt.restore(abstract, step=5)
+        restored, _, _ = restore(ckpt, abstract, step=5)
     assert_same_state(restored, state)
 
 
@@ -133,7 +141,7 @@ def test_save_returns_before_the_write_and_tolerates_donation(tmp_path, mesh):
         for x in jax.tree.leaves(state):  # what donating the state to the next step does
             x.delete()
         ckpt.wait_until_finished()
-        restored, _, _ = ckpt.restore(state)  # a donated state still works as the target
+        restored, _, _ = restore(ckpt, state)  # a donated state still works as the target
     for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected)):
         assert raw(got).tobytes() == want.tobytes()
 
@@ -144,7 +152,7 @@ def test_mismatched_target_fails_at_once_without_fallback(tmp_path, mesh, caplog
     target["params"]["extra"] = jnp.zeros(3)
     with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING, logger=LOGGER):
         with pytest.raises(CheckpointMismatchError, match="does not match checkpoint"):
-            ckpt.restore(target)
+            restore(ckpt, target)
     assert "unusable" not in caplog.text
 
 
@@ -162,7 +170,7 @@ def test_save_total_limit_keeps_the_newest(tmp_path, mesh):
     assert steps_on_disk(tmp_path / "latest") == [30, 40]
     with Checkpointer(tmp_path, save_total_limit=2) as ckpt:
         assert ckpt.all_steps() == [30, 40]
-        restored, _, step = ckpt.restore(make_state(mesh, 0))
+        restored, _, step = restore(ckpt, make_state(mesh, 0))
     assert step == 40
     assert_same_state(restored, states[40])
 
@@ -175,9 +183,11 @@ def test_save_total_limit_keeps_the_newest(tmp_path, mesh):
         ("accuracy", False, {1: 0.3, 2: 0.2, 3: 0.1, 4: 0.4}, 3),
     ],
 )
-def test_best_is_kept_apart_from_latest_pruning(
+def test_best_is_kept_in_addition_to_the_latest(
     tmp_path, mesh, metric, greater_is_better, values, best
 ):
+    """save_total_limit=1 keeps the newest step and, as in Hugging Face, the best one too;
+    each step is written once, in one folder."""
     states = {s: make_state(mesh, s) for s in values}
     with Checkpointer(
         tmp_path,
@@ -189,13 +199,15 @@ def test_best_is_kept_apart_from_latest_pruning(
             # the trainer's evaluate() prefixes metric names with "eval_"
             ckpt.save(step, states[step], meta_for(step), metrics={f"eval_{metric}": value})
         ckpt.wait_until_finished()
-        assert ckpt.all_steps() == [4]
+        assert ckpt.all_steps() == [best, 4]
         assert ckpt.best_step() == best
+        assert ckpt.best_location() == CheckpointLocation(tmp_path / "latest", best)
         assert ckpt.best_metric() == pytest.approx(values[best])
-        restored, meta, step = ckpt.restore_best(make_state(mesh, 0))
+        restored, meta, step = restore_checkpoint(ckpt.best_location(), make_state(mesh, 0))
     assert step == best and meta["epoch"] == best // 10
     assert_same_state(restored, states[best])
-    assert steps_on_disk(tmp_path / "best") == [best]
+    assert steps_on_disk(tmp_path / "latest") == [best, 4]
+    assert not (tmp_path / "best").exists()
 
 
 def test_best_reopens_with_its_metric(tmp_path, mesh):
@@ -205,68 +217,140 @@ def test_best_reopens_with_its_metric(tmp_path, mesh):
         ckpt.save(2, make_state(mesh, 2), meta_for(2), metrics={"f1": np.float32(0.9)})
     with Checkpointer(tmp_path, **kwargs) as ckpt:
         assert ckpt.best_step() == 2
-        assert ckpt.save(3, make_state(mesh, 3), meta_for(3), metrics={"f1": 0.7})  # latest only
+        assert ckpt.save(3, make_state(mesh, 3), meta_for(3), metrics={"f1": 0.7})
         ckpt.wait_until_finished()
-        assert ckpt.best_step() == 2 and steps_on_disk(tmp_path / "best") == [2]
+        assert ckpt.best_step() == 2 and ckpt.best_metric() == pytest.approx(0.9)
 
 
-def test_worse_metrics_never_write_to_best_even_while_a_save_is_in_flight(
+def test_each_step_is_written_once_and_ranked_while_saves_are_in_flight(
     tmp_path, mesh, monkeypatch
 ):
-    # orbax reads metrics from the finished step folder, which an async save has not made yet
-    with Checkpointer(tmp_path, metric_for_best_model="f1") as ckpt:
+    # orbax writes the metrics with the step folder, which an async save has not made yet
+    with Checkpointer(tmp_path, save_total_limit=1, metric_for_best_model="f1") as ckpt:
         writes = []
-        real_save = ckpt._best.save
+        real_save = ckpt._manager.save
         monkeypatch.setattr(
-            ckpt._best, "save", lambda step, **kw: writes.append(step) or real_save(step, **kw)
+            ckpt._manager, "save", lambda step, **kw: writes.append(step) or real_save(step, **kw)
         )
         for step, f1 in [(1, 0.5), (2, 0.4), (3, 0.6), (4, 0.6), (5, 0.1)]:
             ckpt.save(step, make_state(mesh, step), meta_for(step), metrics={"eval_f1": f1})
-        assert writes == [1, 3]
+            assert ckpt.best_step() == (1 if step < 3 else 3)  # known before the write ends
+        assert writes == [1, 2, 3, 4, 5]
         assert ckpt.best_step() == 3 and ckpt.best_metric() == pytest.approx(0.6)
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [3, 5]
 
 
 def test_no_best_without_metric_or_metrics(tmp_path, mesh):
-    with Checkpointer(tmp_path) as ckpt:
+    with Checkpointer(tmp_path, save_total_limit=1) as ckpt:
         ckpt.save(1, make_state(mesh, 1), meta_for(1), metrics={"eval_f1": 0.5})
-        assert ckpt.best_step() is None
-        with pytest.raises(CheckpointNotFoundError, match="metric_for_best_model is not set"):
-            ckpt.restore_best(make_state(mesh, 0))
+        ckpt.save(2, make_state(mesh, 2), meta_for(2), metrics={"eval_f1": 0.1})
+        assert ckpt.best_step() is None and ckpt.best_location() is None
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [2]  # no metric set: nothing is kept as the best
     assert not (tmp_path / "best").exists()
-    with Checkpointer(tmp_path / "b", metric_for_best_model="f1") as ckpt:
+    with Checkpointer(tmp_path / "b", save_total_limit=1, metric_for_best_model="f1") as ckpt:
         ckpt.save(1, make_state(mesh, 1), meta_for(1))
         ckpt.save(2, make_state(mesh, 2), meta_for(2), metrics={"eval_f1": float("nan")})
-        with pytest.raises(CheckpointNotFoundError, match="no save received metrics"):
-            ckpt.restore_best(make_state(mesh, 0))
+        ckpt.save(3, make_state(mesh, 3), meta_for(3), metrics={"eval_loss": 0.1})
+        assert ckpt.best_location() is None and ckpt.best_metric() is None
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [3]
 
 
 def test_saving_the_same_step_twice(tmp_path, mesh):
-    first, second = make_state(mesh, 1), make_state(mesh, 2)
+    first, second, third = make_state(mesh, 1), make_state(mesh, 2), make_state(mesh, 3)
     with Checkpointer(tmp_path, metric_for_best_model="f1") as ckpt:
         assert ckpt.save(5, first, meta_for(5))
-        # end-of-training save at the step just saved: skipped, but the metrics still count
+        # end-of-training save at the step just saved: skipped...
+        assert not ckpt.save(5, second, meta_for(5))
+        assert not ckpt.save(5, second, meta_for(5), metrics={"eval_loss": 0.5})
+        assert_same_state(restore(ckpt, make_state(mesh, 0))[0], first)
+        # ... unless it brings the metric (the step is written again, with it) or is forced
         assert ckpt.save(5, second, meta_for(5), metrics={"eval_f1": 0.5})
         assert ckpt.best_step() == 5
-        assert not ckpt.save(5, second, meta_for(5))
-        restored, _, _ = ckpt.restore(make_state(mesh, 0))
-        assert_same_state(restored, first)
-        assert ckpt.save(5, second, meta_for(5), force=True)
-        restored, _, _ = ckpt.restore(make_state(mesh, 0))
-        assert_same_state(restored, second)
+        assert_same_state(restore(ckpt, make_state(mesh, 0))[0], second)
+        assert ckpt.save(5, third, meta_for(5), force=True)
+        assert_same_state(restore(ckpt, make_state(mesh, 0))[0], third)
+        assert ckpt.all_steps() == [5]
 
 
 def test_resuming_from_an_older_step_replaces_the_abandoned_ones(tmp_path, mesh, caplog):
     save_steps(tmp_path, mesh, [1, 2, 3])
     new_two = make_state(mesh, 22)
     with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING, logger=LOGGER):
-        _, _, step = ckpt.restore(make_state(mesh, 0), step=1)
+        _, _, step = restore(ckpt, make_state(mesh, 0), step=1)
         assert step == 1
         assert ckpt.save(2, new_two, meta_for(2))
         assert ckpt.all_steps() == [1, 2]
-        restored, _, step = ckpt.restore(make_state(mesh, 0))
+        restored, _, step = restore(ckpt, make_state(mesh, 0))
     assert "[2, 3]" in caplog.text
     assert step == 2
     assert_same_state(restored, new_two)
+
+
+# ------------------------------------------------------------------- legacy layout
+def write_legacy_run(root: Path, mesh, values: dict[int, float]) -> dict[int, dict]:
+    """What flaxtrainer wrote before one manager: ``latest/`` (the newest step, no metrics)
+    and ``best/`` (a second copy of the best step, with its metrics), by orbax directly."""
+
+    def manager(folder: Path, **options) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            folder,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, enable_async_checkpointing=False, **options
+            ),
+            item_names=("state", "meta"),
+        )
+
+    latest = manager(root / "latest")
+    best = manager(root / "best", best_fn=lambda m: m["eval_f1"], best_mode="max")
+    states = {}
+    for step, f1 in values.items():
+        states[step] = make_state(mesh, step)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(states[step]),
+            meta=ocp.args.JsonSave(json.loads(json.dumps(meta_for(step), default=int))),
+        )
+        latest.save(step, args=args)
+        best.save(step, args=args, metrics={"eval_f1": f1})
+    latest.close()
+    best.close()
+    assert steps_on_disk(root / "latest") == [max(values)]
+    assert len(steps_on_disk(root / "best")) == 1
+    return states
+
+
+def test_legacy_best_folder_still_restores_until_a_better_step_replaces_it(tmp_path, mesh):
+    states = write_legacy_run(tmp_path, mesh, {1: 0.5, 2: 0.9, 3: 0.7})
+    # resuming the old run: its newest step is where it always was
+    _, meta, step = restore_checkpoint(
+        find_checkpoint(tmp_path, str(tmp_path)), make_state(mesh, 0)
+    )
+    assert step == 3 and meta["epoch"] == 0
+    with Checkpointer(tmp_path, save_total_limit=1, metric_for_best_model="f1") as ckpt:
+        assert ckpt.best_location() == CheckpointLocation(tmp_path / "best", 2)
+        assert ckpt.best_metric() == pytest.approx(0.9)
+        restored, _, step = restore_checkpoint(ckpt.best_location(), make_state(mesh, 0))
+        assert step == 2
+        assert_same_state(restored, states[2])
+        ckpt.save(4, make_state(mesh, 4), meta_for(4), metrics={"eval_f1": 0.8})  # worse
+        assert ckpt.best_step() == 2 and (tmp_path / "best" / "2").is_dir()
+        ckpt.save(5, make_state(mesh, 5), meta_for(5), metrics={"eval_f1": 0.95})
+        assert ckpt.best_location() == CheckpointLocation(tmp_path / "latest", 5)
+        assert not (tmp_path / "best").exists()  # superseded: deleted
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [5]
+    with Checkpointer(tmp_path, metric_for_best_model="f1") as ckpt:
+        assert ckpt.best_location() == CheckpointLocation(tmp_path / "latest", 5)
+
+
+def test_legacy_best_folder_of_an_abandoned_timeline_is_dropped(tmp_path, mesh, caplog):
+    write_legacy_run(tmp_path, mesh, {1: 0.5, 2: 0.9, 3: 0.7})
+    with Checkpointer(tmp_path, metric_for_best_model="f1") as ckpt:
+        ckpt.save(2, make_state(mesh, 22), meta_for(2), metrics={"eval_f1": 0.1})  # resumed at 1
+        assert ckpt.best_location() == CheckpointLocation(tmp_path / "latest", 2)
+        assert not (tmp_path / "best").exists()
 
 
 # ------------------------------------------------------------------ damage and leftovers
@@ -301,11 +385,11 @@ def test_damaged_newest_falls_back_to_the_previous(tmp_path, mesh, caplog, damag
     states = save_steps(tmp_path, mesh, [1, 2])
     damage(tmp_path / "latest" / "2")
     with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING, logger=LOGGER):
-        restored, meta, step = ckpt.restore(make_state(mesh, 0))
+        restored, meta, step = restore(ckpt, make_state(mesh, 0))
         assert step == 1 and meta["sampler"]["position"] == 7
         assert_same_state(restored, states[1])
         with pytest.raises(CheckpointNotFoundError, match="cannot be restored"):
-            ckpt.restore(make_state(mesh, 0), step=2)  # an explicit step never falls back
+            restore(ckpt, make_state(mesh, 0), step=2)  # an explicit step never falls back
     assert "Checkpoint step 2" in caplog.text and "unusable" in caplog.text
 
 
@@ -315,7 +399,9 @@ _DAMAGED_RESTORE = textwrap.dedent(
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, jax.numpy as jnp
     from pathlib import Path
-    from flaxtrainer.checkpointing import Checkpointer, find_checkpoint, restore_checkpoint
+    from flaxtrainer.checkpointing import (
+        Checkpointer, CheckpointLocation, find_checkpoint, restore_checkpoint
+    )
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s:%(name)s:%(message)s")
     root = Path(sys.argv[1])
@@ -330,7 +416,7 @@ _DAMAGED_RESTORE = textwrap.dedent(
             chunk.write_bytes(chunk.read_bytes()[:3])
     for _ in range(3):
         with Checkpointer(root) as ckpt:
-            _, meta, step = ckpt.restore(state)
+            _, meta, step = restore_checkpoint(CheckpointLocation(ckpt.latest_dir), state)
             assert step == 1 and meta == {"step": 1}
     # as a resume does it (read-only): orbax's read-only notices are no news either
     _, meta, step = restore_checkpoint(find_checkpoint(root, str(root)), state)
@@ -370,7 +456,7 @@ def test_no_usable_checkpoint_lists_every_failure(tmp_path, mesh):
     _drop_commit_marker(tmp_path / "latest" / "2")
     with Checkpointer(tmp_path) as ckpt:
         with pytest.raises(CheckpointNotFoundError, match="No usable checkpoint") as info:
-            ckpt.restore(make_state(mesh, 0))
+            restore(ckpt, make_state(mesh, 0))
     assert "step 1: JSONDecodeError" in str(info.value)
     assert "step 2: OSError" in str(info.value)
 
@@ -379,9 +465,9 @@ def test_restore_without_checkpoints_is_a_clear_error(tmp_path, mesh):
     with Checkpointer(tmp_path) as ckpt:
         assert ckpt.latest_step() is None and ckpt.all_steps() == []
         with pytest.raises(CheckpointNotFoundError, match="No checkpoint to restore"):
-            ckpt.restore(make_state(mesh, 0))
+            restore(ckpt, make_state(mesh, 0))
         with pytest.raises(CheckpointNotFoundError, match="available steps: none"):
-            ckpt.restore(make_state(mesh, 0), step=3)
+            restore(ckpt, make_state(mesh, 0), step=3)
 
 
 @pytest.mark.parametrize(
@@ -396,7 +482,7 @@ def test_leftover_of_an_interrupted_save_is_removed(tmp_path, mesh, caplog, tmp_
     with caplog.at_level(logging.WARNING, logger=LOGGER), Checkpointer(tmp_path) as ckpt:
         assert not leftover.exists()
         assert ckpt.all_steps() == [1, 2]
-        restored, _, step = ckpt.restore(make_state(mesh, 0))
+        restored, _, step = restore(ckpt, make_state(mesh, 0))
         ckpt.save(3, make_state(mesh, 3), meta_for(3))
         assert ckpt.all_steps() == [1, 2, 3]
     assert tmp_name in caplog.text
@@ -466,7 +552,7 @@ _WORKER = textwrap.dedent(
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
     import numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
-    from flaxtrainer.checkpointing import Checkpointer
+    from flaxtrainer.checkpointing import Checkpointer, CheckpointLocation, restore_checkpoint
 
     mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
 
@@ -483,13 +569,14 @@ _WORKER = textwrap.dedent(
                 for k, v in tree.items()}
 
     with Checkpointer(root, save_total_limit=2, metric_for_best_model="f1") as ckpt:
-        for step, f1 in ((1, 0.5), (2, 0.9), (3, 0.7)):
+        for step, f1 in ((1, 0.5), (2, 0.9), (3, 0.7), (4, 0.6)):
             ckpt.save(step, make(step), {"epoch": step}, metrics={"eval_f1": f1})
-        state, meta, step = ckpt.restore(make(0))
-        best, _, best_step = ckpt.restore_best(make(0))
+        ckpt.wait_until_finished()
+        state, meta, step = restore_checkpoint(CheckpointLocation(ckpt.latest_dir), make(0))
+        best, _, best_step = restore_checkpoint(ckpt.best_location(), make(0))
         print("RESULT " + json.dumps({
             "steps": ckpt.all_steps(), "step": step, "meta": meta, "best_step": best_step,
-            "latest_ok": local(state) == local(make(3)), "best_ok": local(best) == local(make(2)),
+            "latest_ok": local(state) == local(make(4)), "best_ok": local(best) == local(make(2)),
         }), flush=True)
     jax.distributed.shutdown()
     """
@@ -503,7 +590,8 @@ def _free_port() -> int:
 
 
 def test_two_processes_save_and_restore_together(tmp_path):
-    """All processes call save/restore (no process-0 guards); latest and best run concurrently."""
+    """All processes call save/restore (no process-0 guards); the newest two and the best
+    are kept."""
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     port = _free_port()
@@ -529,12 +617,12 @@ def test_two_processes_save_and_restore_together(tmp_path):
         assert lines, f"process {pid} printed no result:\n{out[-3000:]}"
         result = json.loads(lines[-1][len("RESULT ") :])
         assert result == {
-            "steps": [2, 3],
-            "step": 3,
-            "meta": {"epoch": 3},
+            "steps": [2, 3, 4],
+            "step": 4,
+            "meta": {"epoch": 4},
             "best_step": 2,
             "latest_ok": True,
             "best_ok": True,
         }
-    assert steps_on_disk(tmp_path / "ckpt" / "latest") == [2, 3]
-    assert steps_on_disk(tmp_path / "ckpt" / "best") == [2]
+    assert steps_on_disk(tmp_path / "ckpt" / "latest") == [2, 3, 4]
+    assert not (tmp_path / "ckpt" / "best").exists()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any, Literal
 
+from flaxtrainer.best_metric import BestMetric
 from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
@@ -18,9 +18,12 @@ class EarlyStopping(Callback):
     """Stop after ``patience`` evaluations in a row without improvement.
 
     An evaluation improves when ``metric`` beats the best value so far by more than
-    ``threshold`` (above it for ``mode="max"``, below for ``"min"``). ``metric`` is looked up as
-    given, then with the ``eval_`` prefix (``"f1"`` finds ``eval_f1``). The best value and the
-    patience counter are in ``state_dict()``, so a resumed run stops where the original would.
+    ``threshold`` (above it for ``mode="max"``, below for ``"min"``; a NaN never improves).
+    ``metric`` is looked up as given, then with the ``eval_`` prefix (``"f1"`` finds
+    ``eval_f1``). This is the rule of :mod:`flaxtrainer.best_metric`, so with the same metric
+    and direction the best step here is the trainer's and the checkpointer's best. The best
+    value and the patience counter are in ``state_dict()``, so a resumed run stops where the
+    original would.
     """
 
     def __init__(
@@ -40,31 +43,21 @@ class EarlyStopping(Callback):
         self.patience = patience
         self.threshold = threshold
         self.mode = mode
+        self.rule = BestMetric(metric, greater_is_better=mode == "max", threshold=threshold)
         self.best: float | None = None
         self.counter = 0
         self.stopped_at: int | None = None
 
-    def _value(self, metrics: dict[str, float]) -> float:
-        for key in (self.metric, f"eval_{self.metric}"):
-            if key in metrics:
-                return float(metrics[key])
-        raise KeyError(
-            f"EarlyStopping: metric {self.metric!r} is not among the evaluation metrics "
-            f"{sorted(metrics)}; pass one of them."
-        )
-
-    def _improves(self, value: float) -> bool:
-        if self.best is None:
-            return not math.isnan(value)
-        if self.mode == "max":
-            return value > self.best + self.threshold
-        return value < self.best - self.threshold
-
     def on_evaluate(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
         if not trainer.is_training:
             return  # a stand-alone evaluate() is no signal for an early stop
-        value = self._value(metrics)
-        if self._improves(value):
+        value = self.rule.value(metrics)
+        if value is None:
+            raise KeyError(
+                f"EarlyStopping: metric {self.metric!r} is not among the evaluation metrics "
+                f"{sorted(metrics)}; pass one of them."
+            )
+        if self.rule.improves(value, self.best):
             self.best = value
             self.counter = 0
             return

@@ -1,8 +1,5 @@
-"""The one error type of the data readers."""
+"""The one error type of the data readers (defined in :mod:`flaxtrainer.errors`)."""
 
+from flaxtrainer.errors import DataError
 
-class DataError(ValueError):
-    """Bad or unreadable input data.
-
-    The message names the file (or hub dataset), the line or row, the problem and what to do.
-    """
+__all__ = ["DataError"]

@@ -108,7 +108,7 @@ def test_load_best_model_at_end(make_args):
     )
     trainer.train()
     assert trainer.state.best_metric == 0.9 and trainer.state.best_global_step == 4
-    assert trainer.state.best_model_checkpoint.endswith("checkpoints/best/4")
+    assert trainer.state.best_model_checkpoint.endswith("checkpoints/latest/4")
     assert sorted(snapshot.params) == [2, 4, 6]
     for a, b in zip(_params(trainer.model), snapshot.params[4]):
         np.testing.assert_array_equal(a, b)
