@@ -25,14 +25,17 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import regex
 
-from flaxtrainer.cli_args import PredictArguments, UserError
+from flaxtrainer.errors import UserError
 from flaxtrainer.outputs import TASK_FILE, read_task_file
 from flaxtrainer.tasks.schemes import TaggingScheme, get_scheme
+
+if TYPE_CHECKING:
+    from flaxtrainer.cli_args import PredictArguments
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +182,8 @@ class TokenClassificationPipeline:
         model_labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.tokenizer = load_tokenizer(str(folder))
         task_kwargs = dict(info.get("task_kwargs") or {})
+        if self.model.config.crf:  # a CRF model decodes with Viterbi, task file or not
+            task_kwargs["crf"] = True
         task_kwargs["max_seq_length"] = resolve_max_seq_length(
             max_seq_length or task_kwargs.get("max_seq_length"), str(folder), self.tokenizer
         )
@@ -211,9 +216,11 @@ class TokenClassificationPipeline:
 
     def _run(self, features: Sequence[dict]) -> list[dict[str, np.ndarray]]:
         """Pad a batch to a bucketed shape (few compilations), run, cut rows back."""
+        from flaxtrainer.batching import WIDTH_MULTIPLE
+
         names = self.task.model_input_names
         longest = max(len(f["input_ids"]) for f in features)
-        bucket = max(16, 1 << (longest - 1).bit_length())
+        bucket = max(WIDTH_MULTIPLE, 1 << (longest - 1).bit_length())
         width = max(longest, min(bucket, int(getattr(self.task, "max_seq_length", bucket))))
         rows = self.batch_size if len(features) > 1 else 1
         pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
@@ -318,9 +325,12 @@ def _inference_task(
 
 
 def _make_forward(model: Any, task: Any):
-    """A jitted `batch -> task.predict_step(model(batch))` over the split model state."""
+    """A jitted `batch -> task.predict_step(model(batch))` over the split model state (with the
+    model's head parameters and the batch when it has any: a CRF decodes with Viterbi)."""
     import jax
     from flax import nnx
+
+    from flaxtrainer.steps import head_params, task_context
 
     graphdef, state = nnx.split(model)
     accepted = ("input_ids", "attention_mask", "token_type_ids")
@@ -330,7 +340,7 @@ def _make_forward(model: Any, task: Any):
         module = nnx.merge(graphdef, state)
         inputs = {k: v for k, v in batch.items() if k in accepted}
         logits = module(**inputs, deterministic=True)
-        return task.predict_step(logits)
+        return task.predict_step(logits, **task_context(head_params(module), batch))
 
     return lambda batch: forward(state, batch)
 

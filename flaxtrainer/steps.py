@@ -19,6 +19,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
 
+from flaxtrainer.crf import WORD_STARTS
 from flaxtrainer.dropout_rng import dropout_key
 from flaxtrainer.sharding import batch_sharding, replicated
 
@@ -26,6 +27,22 @@ Batch = dict[str, jax.Array]
 
 #: Batch arrays passed to the model besides the task's inputs when present (packed batches).
 EXTRA_MODEL_INPUTS = ("position_ids",)
+#: Task inputs that only the task's loss / predict_step read, never the model (a CRF's words).
+TASK_ONLY_INPUTS = (WORD_STARTS,)
+
+
+def head_params(model: Any) -> dict[str, jax.Array]:
+    """``model.head_params()``: parameters the task needs besides the logits (a CRF's
+    transitions); ``{}`` for a plain head or a model without the (optional) method."""
+    method = getattr(model, "head_params", None)
+    return {} if method is None else dict(method())
+
+
+def task_context(head: dict[str, jax.Array], batch: Batch) -> dict[str, Any]:
+    """Extra keywords for ``task.loss`` / ``task.predict_step``: ``head`` and ``batch`` when the
+    model has head parameters, none otherwise, so a plain model and a task written as
+    ``loss(logits, labels)`` run exactly as before."""
+    return {"head": head, "batch": batch} if head else {}
 
 
 class TrainState(struct.PyTreeNode):
@@ -70,25 +87,26 @@ def _forward(
     input_names: Sequence[str],
     compute_dtype: jnp.dtype | None,
     dropout_key: jax.Array | None,
-) -> jax.Array:
-    """Float32 logits of the merged model; dropout on iff ``dropout_key`` is given.
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Float32 logits of the merged model and its :func:`head_params`; dropout on iff
+    ``dropout_key`` is given.
 
     The model gets those of ``input_names`` (and of ``EXTRA_MODEL_INPUTS``) that the batch
-    holds: the features and the batch layout decide.
+    holds, except ``TASK_ONLY_INPUTS``: the features and the batch layout decide.
     """
     model = nnx.merge(graphdef, cast_floating(params, compute_dtype), rest)
     names = dict.fromkeys((*input_names, *EXTRA_MODEL_INPUTS))
-    inputs = {name: batch[name] for name in names if name in batch}
+    inputs = {n: batch[n] for n in names if n in batch and n not in TASK_ONLY_INPUTS}
     if dropout_key is None:
         logits = model(**inputs, deterministic=True)
     else:
         logits = model(**inputs, deterministic=False, rngs=nnx.Rngs(dropout=dropout_key))
-    return logits.astype(jnp.float32)
+    return logits.astype(jnp.float32), head_params(model)
 
 
 def make_train_step(
     graphdef: nnx.GraphDef,
-    loss_fn: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
+    loss_fn: Callable[..., tuple[jax.Array, jax.Array]],
     tx: optax.GradientTransformation,
     *,
     input_names: Sequence[str],
@@ -109,8 +127,8 @@ def make_train_step(
     """
 
     def loss_sum_and_count(params, rest, micro, key):
-        logits = _forward(graphdef, params, rest, micro, input_names, compute_dtype, key)
-        loss_sum, count = loss_fn(logits, micro["labels"])
+        logits, head = _forward(graphdef, params, rest, micro, input_names, compute_dtype, key)
+        loss_sum, count = loss_fn(logits, micro["labels"], **task_context(head, micro))
         return loss_sum.astype(jnp.float32), count.astype(jnp.int32)
 
     grad_fn = jax.value_and_grad(loss_sum_and_count, has_aux=True)
@@ -154,8 +172,8 @@ def make_train_step(
 
 def make_eval_step(
     graphdef: nnx.GraphDef,
-    loss_fn: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
-    predict_fn: Callable[[jax.Array], dict[str, jax.Array]],
+    loss_fn: Callable[..., tuple[jax.Array, jax.Array]],
+    predict_fn: Callable[..., dict[str, jax.Array]],
     *,
     input_names: Sequence[str],
     compute_dtype: jnp.dtype | None = None,
@@ -166,9 +184,11 @@ def make_eval_step(
     """
 
     def step(params: Any, rest: Any, batch: Batch):
-        logits = _forward(graphdef, params, rest, batch, input_names, compute_dtype, None)
-        loss_sum, count = loss_fn(logits, batch["labels"])
-        return predict_fn(logits), loss_sum.astype(jnp.float32), count.astype(jnp.int32)
+        logits, head = _forward(graphdef, params, rest, batch, input_names, compute_dtype, None)
+        context = task_context(head, batch)
+        loss_sum, count = loss_fn(logits, batch["labels"], **context)
+        outputs = predict_fn(logits, **context)
+        return outputs, loss_sum.astype(jnp.float32), count.astype(jnp.int32)
 
     return step
 

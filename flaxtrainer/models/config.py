@@ -47,6 +47,8 @@ class EncoderConfig:
     initializer_range: float = 0.02
     pad_token_id: int = 0
     labels: tuple[str, ...] = ("LABEL_0", "LABEL_1")
+    # A linear-chain CRF over the logits (flaxtrainer.crf); written to config.json only when on.
+    crf: bool = False
     extra_json: str = dataclasses.field(default="{}", repr=False)
 
     # Maps each supported `model_type` to its token-classification architecture name.
@@ -150,6 +152,8 @@ class EncoderConfig:
         for f in dataclasses.fields(self):
             if f.name not in ("labels", "extra_json"):
                 out[f.name] = getattr(self, f.name)
+        if not self.crf:  # config.json of a model without CRF stays as it always was
+            del out["crf"]
         out["architectures"] = [self.architecture]
         out["id2label"] = {str(i): label for i, label in enumerate(self.labels)}
         out["label2id"] = self.label2id

@@ -23,6 +23,7 @@ from jax.typing import DTypeLike
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from flaxtrainer.crf import PARAM_NAMES as CRF_PARAM_NAMES
 from flaxtrainer.models.errors import ModelLoadError
 
 SAFETENSORS_NAME = "model.safetensors"
@@ -97,6 +98,12 @@ def embedding(hf: str, nnx_path: str) -> tuple[WeightRule, ...]:
 
 
 HEAD_RULES = linear("classifier", "classifier")
+#: The CRF layer of a model with `config.crf` (flaxtrainer.crf): `crf.transitions` [L, L]
+#: (from tag i to tag j), `crf.start_transitions` [L], `crf.end_transitions` [L], float32, next
+#: to the classifier. Part of the head (reinitialised with it), and optional: a checkpoint
+#: without them loads with a new, zero CRF. PyTorch `transformers` has no CRF and reports them
+#: as unexpected keys, which it ignores.
+CRF_RULES = tuple(WeightRule(f"crf.{name}", f"crf.{name}") for name in CRF_PARAM_NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +125,7 @@ class WeightTable:
         if key.startswith(self.prefix):
             found = _match(self.backbone, key[len(self.prefix) :], to_nnx=True)
             return None if found is None else (f"encoder.{found[0]}", found[1], False)
-        found = _match(self.head, key, to_nnx=True)
+        found = _match(self.head, key, to_nnx=True) or _match(CRF_RULES, key, to_nnx=True)
         if found is not None:
             return found[0], found[1], True
         found = _match(self.backbone, key, to_nnx=True)
@@ -130,7 +137,7 @@ class WeightTable:
             found = _match(self.backbone, path[len("encoder.") :], to_nnx=False)
             if found is not None:
                 return self.prefix + found[0], found[1]
-        found = _match(self.head, path, to_nnx=False)
+        found = _match(self.head, path, to_nnx=False) or _match(CRF_RULES, path, to_nnx=False)
         if found is None:
             raise KeyError(f"no weight rule maps the NNX parameter {path!r} to a checkpoint key")
         return found
@@ -285,7 +292,8 @@ def load_weights(
 ) -> LoadReport:
     """Fills `model`'s parameters (possibly abstract, from `nnx.eval_shape`) from `checkpoint`.
 
-    With `load_head=False` the classifier parameters are left as they are. Shape mismatches,
+    With `load_head=False` the classifier parameters are left as they are; so are CRF
+    parameters (`CRF_RULES`) the checkpoint lacks (the caller initialises them). Shape mismatches,
     missing tensors and tensors without a place in the model are all reported in one
     :class:`ModelLoadError`.
     """
@@ -300,6 +308,9 @@ def load_weights(
         path, transform, is_head = mapped
         if is_head and not load_head:
             report.skipped_head.append(key)
+            continue
+        if path not in params and _match(CRF_RULES, key, to_nnx=True):
+            report.unused.append(key)  # a CRF the model was built without (crf=False)
             continue
         if path not in params:
             problems.append(
@@ -318,7 +329,8 @@ def load_weights(
             )
         plan[path] = (key, transform)
     wanted = {p for p in params if load_head or _match(table.head, p, to_nnx=False) is None}
-    for path in sorted(wanted - set(plan)):
+    optional = {p for p in params if _match(CRF_RULES, p, to_nnx=False)}
+    for path in sorted(wanted - set(plan) - optional):
         problems.append(f"missing tensor {table.to_hf(path)[0]} (for {path})")
     if problems:
         raise ModelLoadError(

@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal, TypeAlias
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
+from flaxtrainer.crf import CrfTransitions
 from flaxtrainer.models.config import EncoderConfig
 from flaxtrainer.models.layers import dense
+
+#: How a new classifier head's kernel is drawn: normal(0, std) with std from
+#: - "lecun": 1/sqrt(hidden size), the scale of Flax's default Dense init (lecun_normal), which
+#:   Hugging Face's Flax NER script used; ~0.051 for a 384-wide MiniLM;
+#: - "hf": what the family's Hugging Face PyTorch model uses (`initializer_range`, 0.02 for
+#:   BERT-like models; 1/sqrt(hidden) for ModernBERT);
+#: - a positive float: that std.
+#: The bias is always zero. See benchmarks/README.md, "Head initialisation", for the study.
+ClassifierInit: TypeAlias = Literal["lecun", "hf"] | float
+CLASSIFIER_INIT_NAMES: tuple[str, ...] = ("lecun", "hf")
+#: The default for a newly initialised head (`from_pretrained`, `--classifier_init`): the better
+#: start in the head-initialisation study (benchmarks/README.md).
+DEFAULT_CLASSIFIER_INIT: ClassifierInit = "lecun"
+
+
+def parse_classifier_init(value: str | float) -> ClassifierInit:
+    """`"lecun"`, `"hf"` or a positive std (a number or its text, e.g. `"0.03"`) -> ClassifierInit.
+
+    Raises ValueError, saying what is accepted, for anything else (0, negative, nan, typos).
+    """
+    if isinstance(value, str) and value.strip().lower() in CLASSIFIER_INIT_NAMES:
+        return value.strip().lower()  # type: ignore[return-value]
+    try:
+        std = float(value)
+    except (TypeError, ValueError):
+        std = math.nan
+    if not (math.isfinite(std) and std > 0) or isinstance(value, bool):
+        raise ValueError(
+            f"classifier_init: expected 'lecun', 'hf' or a positive number (the std of the new "
+            f"head's weights, e.g. 0.03), got {value!r}"
+        )
+    return std
 
 
 class EncoderForTokenClassification(nnx.Module):
@@ -36,23 +71,66 @@ class EncoderForTokenClassification(nnx.Module):
         self.param_dtype = param_dtype
         self.encoder = self.backbone(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dropout = nnx.Dropout(config.classifier_dropout_rate)
-        self.classifier = self._new_classifier(rngs)
+        # A whole random model is initialised as Hugging Face's PyTorch one; a head added for
+        # fine-tuning goes through `reset_classifier` and its `init` instead.
+        self.classifier = self._new_classifier(rngs, self.hf_classifier_std())
+        if config.crf:
+            self.crf = CrfTransitions(config.num_labels, param_dtype=param_dtype)
 
-    def _new_classifier(self, rngs: nnx.Rngs) -> nnx.Linear:
+    def hf_classifier_std(self) -> float:
+        """Std of the classifier kernel in the family's Hugging Face PyTorch model."""
+        return self.config.initializer_range
+
+    def classifier_std(self, init: ClassifierInit) -> float:
+        """The std that `init` ("lecun", "hf" or a float) gives this model's classifier."""
+        init = parse_classifier_init(init)
+        if init == "lecun":
+            return self.config.d_model**-0.5
+        if init == "hf":
+            return self.hf_classifier_std()
+        return float(init)
+
+    def _new_classifier(self, rngs: nnx.Rngs, std: float) -> nnx.Linear:
         return dense(
             self.config.d_model,
             self.config.num_labels,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            init_std=self.config.initializer_range,
+            init_std=std,
             rngs=rngs,
         )
 
-    def reset_classifier(self, labels: Sequence[str] | None = None, *, rngs: nnx.Rngs) -> None:
-        """Replaces the head with a newly initialised one (for `labels`, if given)."""
+    def reset_classifier(
+        self,
+        labels: Sequence[str] | None = None,
+        *,
+        rngs: nnx.Rngs,
+        init: ClassifierInit = DEFAULT_CLASSIFIER_INIT,
+    ) -> None:
+        """Replaces the head (and the CRF layer, if any) with a newly initialised one (for
+        `labels`, if given).
+
+        Kernel ~ normal(0, `classifier_std(init)`), bias zero; see `ClassifierInit`.
+        """
         if labels is not None:
             self.config = self.config.with_labels(tuple(labels))
-        self.classifier = self._new_classifier(rngs)
+        self.classifier = self._new_classifier(rngs, self.classifier_std(init))
+        self.reset_crf()
+
+    def reset_crf(self, crf: bool | None = None) -> None:
+        """A new, zero CRF layer for the current labels when `crf` (default: `config.crf`) is
+        on; none when off. `crf` updates `config.crf`, which config.json carries."""
+        if crf is not None and crf != self.config.crf:
+            self.config = dataclasses.replace(self.config, crf=crf)
+        if self.config.crf:
+            self.crf = CrfTransitions(self.config.num_labels, param_dtype=self.param_dtype)
+        elif hasattr(self, "crf"):
+            del self.crf
+
+    def head_params(self) -> dict[str, jax.Array]:
+        """Parameters the task's loss and decoding use besides the logits: the CRF's
+        transitions (`flaxtrainer.crf.PARAM_NAMES`), or `{}` for a plain softmax head."""
+        return self.crf.params() if self.config.crf else {}
 
     def __call__(
         self,
