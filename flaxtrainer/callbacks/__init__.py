@@ -2,6 +2,7 @@
 
 from flaxtrainer.callbacks.base import EVENTS, Callback, CallbackList
 from flaxtrainer.callbacks.early_stopping import EarlyStopping
+from flaxtrainer.callbacks.error_report import ErrorReport
 from flaxtrainer.callbacks.lr_monitor import LRMonitor
 from flaxtrainer.callbacks.mlflow_tracker import MLflow
 from flaxtrainer.callbacks.nan_guard import TerminateOnNaN
@@ -16,6 +17,7 @@ __all__ = [
     "Callback",
     "CallbackList",
     "EarlyStopping",
+    "ErrorReport",
     "LRMonitor",
     "LogPrinter",
     "MLflow",

@@ -35,7 +35,10 @@ class TensorBoard(Callback):
     - prediction metrics -> ``test/...`` likewise;
     - hyper-parameters once (HPARAMS tab plus the full arguments as text);
     - at each evaluation, if the task has ``format_examples(dataset, features, outputs, n)``
-      returning markdown, a text summary of ``num_examples`` predicted sentences.
+      returning markdown, a text summary of ``num_examples`` predicted sentences;
+    - at each evaluation and prediction with an entity error report (NER, chunking), its table
+      as text (``eval/entity_errors``) and its confusion matrix as an image
+      (``eval/entity_confusion``; ``test/...`` for ``predict``).
     """
 
     def __init__(self, log_dir: str | None = None, num_examples: int = 3) -> None:
@@ -77,14 +80,30 @@ class TensorBoard(Callback):
         text = self._examples(trainer)
         if text:
             writer.write_text(step, "eval/examples", text)
+        self._error_report(trainer, writer, step)
         self._end_of_event(trainer)
 
     def on_save(self, trainer: FlaxTrainer, checkpoint_dir: str | None) -> None:
         self._close()
 
     def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
-        self._writer(trainer).write_scalars(trainer.state.global_step, _by_prefix(metrics))
+        writer = self._writer(trainer)
+        writer.write_scalars(trainer.state.global_step, _by_prefix(metrics))
+        self._error_report(trainer, writer, trainer.state.global_step)
         self._end_of_event(trainer)
+
+    def _error_report(self, trainer: FlaxTrainer, writer: MetricWriter, step: int) -> None:
+        """The last pass's entity error report, if any: its table as text
+        (``<prefix>/entity_errors``) and its confusion matrix as an image
+        (``<prefix>/entity_confusion``); see ``flaxtrainer.error_report``."""
+        evaluation = trainer.last_evaluation
+        report = None if evaluation is None else evaluation.error_report
+        if report is None:
+            return
+        from flaxtrainer.error_report import confusion_image
+
+        writer.write_text(step, f"{evaluation.prefix}/entity_errors", report.markdown())
+        _write_image(writer, step, f"{evaluation.prefix}/entity_confusion", confusion_image(report))
 
     def _end_of_event(self, trainer: FlaxTrainer) -> None:
         """Flush during training; outside it, close, so that the events are surely on disk."""
@@ -116,6 +135,19 @@ class TensorBoard(Callback):
 
     def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
         self._close()
+
+
+def _write_image(writer: MetricWriter, step: int, tag: str, image: Any) -> None:
+    """An RGB ``uint8`` image ``[height, width, 3]``: ``writer.write_image`` where the writer
+    has it; else (``MetricWriter`` has no image method yet) tensorboardX's ``add_image`` on
+    the ``SummaryWriter`` a ``TensorBoardWriter`` wraps; a ``NullWriter`` writes nothing."""
+    write_image = getattr(writer, "write_image", None)
+    if write_image is not None:
+        write_image(step, tag, image)
+        return
+    summary_writer = getattr(writer, "_writer", None)
+    if summary_writer is not None:
+        summary_writer.add_image(tag, image, global_step=step, dataformats="HWC")
 
 
 def _is_number(value: Any) -> bool:
