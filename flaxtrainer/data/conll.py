@@ -2,11 +2,14 @@
 
 CoNLL: one token per line, the token in the first column and tags in the others (which column
 :func:`read_conll` reads depends on the task and the number of columns), a blank line
-between sentences, ``-DOCSTART-`` lines skipped. A file whose first data line holds a tab is
-split on tabs (tokens may then contain spaces); otherwise on runs of spaces. Every line must have
-as many columns as the file's first data line; a file of one column (tokens only) has no tags.
+between sentences, ``-DOCSTART-`` lines skipped (each starts a document: the sentences then
+carry document ids, see :data:`~flaxtrainer.data.raw.DOCUMENT_COLUMN`). A file whose first data
+line holds a tab is split on tabs (tokens may then contain spaces); otherwise on runs of
+spaces. Every line must have as many columns as the file's first data line; a file of one
+column (tokens only) has no tags.
 
-CoNLL-U: a file whose chosen tag column (UPOS or XPOS) is ``_`` for every token has no tags.
+CoNLL-U: a file whose chosen tag column (UPOS or XPOS) is ``_`` for every token has no tags;
+``# newdoc`` comments start documents, as ``-DOCSTART-`` does in CoNLL.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from flaxtrainer.data.raw import RawSplit, lines_of, read_text
 logger = logging.getLogger(__name__)
 
 DOCSTART = "-DOCSTART-"
+NEWDOC = "# newdoc"  # CoNLL-U: "# newdoc" or "# newdoc id = ..." starts a document
 _SPACES = re.compile(r" +")
 
 # CoNLL-2003 (token, POS, chunk, NER): the column each task reads when no column is given.
@@ -130,10 +134,13 @@ def read_conll(
     first_line = ncols = 0
     rows: list[tuple[int, list[str]] | None] = []  # None: a sentence boundary
     raw_lines: dict[int, str] = {}
+    docstarts: set[int] = set()  # indices in rows of the -DOCSTART- lines
 
     for lineno, line in enumerate(lines_of(read_text(path)), 1):
         line = line.rstrip(" \t")
         if not line.strip() or line.split(maxsplit=1)[0] == DOCSTART:
+            if line.strip():
+                docstarts.add(len(rows))
             rows.append(None)
             continue
         if sep is None:
@@ -180,12 +187,15 @@ def read_conll(
     tokens: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
-    for row in [*rows, None]:
+    document = 0 if docstarts else None
+    for index, row in enumerate([*rows, None]):
         if row is None:
             if tokens:
                 where = f"sentence at line {lines[0]}"
-                split.add(tokens, tags if column is not None else None, where, lines)
+                split.add(tokens, tags if column is not None else None, where, lines, document)
                 tokens, tags, lines = [], [], []
+            if index in docstarts:
+                document += 1  # loader.build_dataset_dict renumbers documents 0, 1, ...
             continue
         lineno, fields = row
         tokens.append(fields[token])
@@ -213,12 +223,14 @@ def read_conllu(path: str | Path, *, tag: str = "upos") -> RawSplit:
     in_sentence = False
     first: tuple[int, str] | None = None  # line and tag of the file's first token
     example = ("", "")  # that line and its FORM
+    document: int | None = None  # None until a "# newdoc" comment
 
     def flush() -> None:
         nonlocal tokens, tags, lines, in_sentence
         if in_sentence:
             untagged = first is not None and first[1] == NO_VALUE
-            split.add(tokens, None if untagged else tags, f"sentence at line {start}", lines)
+            where = f"sentence at line {start}"
+            split.add(tokens, None if untagged else tags, where, lines, document)
         tokens, tags, lines, in_sentence = [], [], [], False
 
     for lineno, line in enumerate(lines_of(read_text(path)), 1):
@@ -228,6 +240,8 @@ def read_conllu(path: str | Path, *, tag: str = "upos") -> RawSplit:
         if not in_sentence:
             in_sentence, start = True, lineno
         if line.startswith("#"):
+            if line.startswith(NEWDOC) and line[len(NEWDOC) :][:1] in ("", " ", "\t", "="):
+                document = 0 if document is None else document + 1
             continue
         fields = line.split("\t")
         if len(fields) != len(CONLLU_COLUMNS):

@@ -5,7 +5,8 @@ keeps an auto-converted Parquet copy of most of them on the ``refs/convert/parqu
 one folder per config (``<config>/<split>/0000.parquet``), which we load instead.
 
 A split without a tag column, or whose ClassLabel tags are all -1 (``datasets``' "no label", as
-in unlabelled test splits), has no tags.
+in unlabelled test splits), has no tags. A ``document_id`` column marks documents (as in JSON
+files, see :class:`~flaxtrainer.data.tabular.DocumentNumbers`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any
 import datasets
 
 from flaxtrainer.data.errors import DataError
-from flaxtrainer.data.raw import RawSplit, choose_columns, log_columns, untagged_reason
+from flaxtrainer.data.raw import (
+    DOCUMENT_COLUMN,
+    RawSplit,
+    choose_columns,
+    log_columns,
+    untagged_reason,
+)
+from flaxtrainer.data.tabular import DocumentNumbers
 
 logger = logging.getLogger(__name__)
 
@@ -85,20 +93,29 @@ def read_hub(
             continue
         ds = dsd[split_name]
         source = f"{name}[{split_name}]"
-        text, label = choose_columns(ds.column_names, source, **column_args)
+        columns = [c for c in ds.column_names if c != DOCUMENT_COLUMN]
+        text, label = choose_columns(columns, source, **column_args)
         names = None
         if label is None:
-            reason = untagged_reason(ds.column_names, text, column_args.get("label_column_name"))
+            reason = untagged_reason(columns, text, column_args.get("label_column_name"))
         else:
             reason = "every tag is -1 (no label)"
             feature = getattr(ds.features[label], "feature", None)
             names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
         split = RawSplit(source, label_names=names, untagged_reason=reason)
-        rows = ds.select_columns([c for c in (text, label) if c]).with_format(None)[:]
+        wanted = [c for c in (text, label, DOCUMENT_COLUMN) if c and c in ds.column_names]
+        rows = ds.select_columns(wanted).with_format(None)[:]
         tag_lists = rows[label] if label else [None] * len(rows[text])
-        for i, (tokens, tags) in enumerate(zip(rows[text], tag_lists)):
+        documents = DocumentNumbers(source)
+        doc_rows = (
+            ({DOCUMENT_COLUMN: d} for d in rows[DOCUMENT_COLUMN])
+            if DOCUMENT_COLUMN in rows
+            else ({} for _ in tag_lists)
+        )
+        for i, (tokens, tags, doc) in enumerate(zip(rows[text], tag_lists, doc_rows)):
             tags = None if tags is None else _tag_names(tags, names, source, i)
-            split.add(list(tokens), tags, f"example {i} (0-based)")
+            where = f"example {i} (0-based)"
+            split.add(list(tokens), tags, where, document=documents.number(doc, where))
         if label is not None and len(split):
             log_columns(
                 source,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import datasets
 
 from flaxtrainer.data.conll import read_conll, read_conllu
 from flaxtrainer.data.errors import DataError
 from flaxtrainer.data.hub import read_hub
-from flaxtrainer.data.raw import RawSplit
+from flaxtrainer.data.raw import DOCUMENT_COLUMN, RawSplit
 from flaxtrainer.data.tabular import read_csv, read_json
 
 logger = logging.getLogger(__name__)
@@ -19,15 +22,66 @@ logger = logging.getLogger(__name__)
 CONLL_SUFFIXES = (".conll", ".txt", ".iob", ".bio")
 SUFFIXES = (*CONLL_SUFFIXES, ".conllu", ".json", ".jsonl", ".csv")
 
+#: The split of the evaluation data. Several validation files give one split each, named
+#: ``validation_<set name>`` (:func:`validation_splits`); :func:`eval_sets` reads them back.
+VALIDATION = "validation"
+_SET_SPLIT = f"{VALIDATION}_"
 
-def features_for(label_names: list[str]) -> datasets.Features:
-    """The schema every reader returns."""
-    return datasets.Features(
-        {
-            "tokens": datasets.Sequence(datasets.Value("string")),
-            "tags": datasets.Sequence(datasets.ClassLabel(names=list(label_names))),
-        }
-    )
+
+def validation_splits(paths: str | Path | Sequence[str | Path] | None) -> dict[str, Path]:
+    """Split name -> file for the validation file(s). One file is the ``validation`` split, as
+    always; several are one evaluation set each, split ``validation_<name>``, ``<name>`` the
+    file's stem with non-word characters as ``_`` (``dev-ood.conll`` -> ``dev_ood``), a clash
+    numbered in the order given (``dev``, ``dev_2``)."""
+    if paths is None:
+        return {}
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if len(paths) == 1:
+        return {VALIDATION: paths[0]}
+    names: dict[str, Path] = {}
+    for path in paths:
+        stem = re.sub(r"\W+", "_", path.stem).strip("_") or "set"
+        name, n = stem, 1
+        while name in names:
+            n += 1
+            name = f"{stem}_{n}"
+        names[name] = path
+    return {_SET_SPLIT + name: path for name, path in names.items()}
+
+
+def eval_split_names(dsd: Mapping[str, Any]) -> list[str]:
+    """The splits of ``dsd`` that hold evaluation data (see :func:`validation_splits`)."""
+    if VALIDATION in dsd:
+        return [VALIDATION]
+    return [name for name in dsd if name.startswith(_SET_SPLIT)]
+
+
+def eval_sets(dsd: Mapping[str, Any]) -> Any:
+    """The evaluation data of ``dsd`` as ``FlaxTrainer(eval_dataset=...)`` takes it: the
+    ``validation`` split; from several validation files, ``{set name: split}``; None if none."""
+    names = eval_split_names(dsd)
+    if names == [VALIDATION]:
+        return dsd[VALIDATION]
+    return {name.removeprefix(_SET_SPLIT): dsd[name] for name in names} or None
+
+
+def features_for(label_names: list[str], documents: bool = False) -> datasets.Features:
+    """The schema every reader returns; ``documents`` adds the ``document_id`` column."""
+    features = {
+        "tokens": datasets.Sequence(datasets.Value("string")),
+        "tags": datasets.Sequence(datasets.ClassLabel(names=list(label_names))),
+    }
+    if documents:
+        features[DOCUMENT_COLUMN] = datasets.Value("int32")
+    return datasets.Features(features)
+
+
+def number_documents(documents: list[int]) -> list[int]:
+    """Document ids 0, 1, ... in order, a new id wherever the given id changes."""
+    out: list[int] = []
+    for i, document in enumerate(documents):
+        out.append(0 if i == 0 else out[-1] + (document != documents[i - 1]))
+    return out
 
 
 def read_file(
@@ -151,10 +205,19 @@ def build_dataset_dict(
         tokens = split.tokens
         if limit is not None:
             tokens, encoded = tokens[:limit], encoded[:limit]
-        result[name] = datasets.Dataset.from_dict(
-            {"tokens": tokens, "tags": encoded}, features=features_for(label_names)
+        columns = {"tokens": tokens, "tags": encoded}
+        # Only a source with document boundaries (two or more documents) gets the column.
+        documents = number_documents(split.documents or [])
+        if documents and documents[-1] > 0:
+            columns[DOCUMENT_COLUMN] = documents[: len(tokens)]
+        features = features_for(label_names, documents=DOCUMENT_COLUMN in columns)
+        result[name] = datasets.Dataset.from_dict(columns, features=features)
+        counted = (
+            f", {columns[DOCUMENT_COLUMN][-1] + 1} documents"
+            if columns.get(DOCUMENT_COLUMN)
+            else ""
         )
-        logger.info("%s: %d sentences (%s).", name, len(tokens), split.source)
+        logger.info("%s: %d sentences%s (%s).", name, len(tokens), counted, split.source)
     return datasets.DatasetDict(result), label_names
 
 
@@ -162,7 +225,7 @@ def load_token_classification_data(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
     train_file: str | Path | None = None,
-    validation_file: str | Path | None = None,
+    validation_file: str | Path | Sequence[str | Path] | None = None,
     test_file: str | Path | None = None,
     text_column_name: str | None = None,
     label_column_name: str | None = None,
@@ -180,8 +243,13 @@ def load_token_classification_data(
 
     Returns ``(DatasetDict, label_names)``; each present split (``train``, ``validation``,
     ``test``) has exactly the columns ``tokens`` (list of strings) and ``tags`` (list of
-    ``ClassLabel(names=label_names)``). ``max_*_samples`` keep the first N sentences of
-    train / validation / test. The test split alone may come without tags (for prediction):
+    ``ClassLabel(names=label_names)``), and, where the source marks documents (CoNLL
+    ``-DOCSTART-`` lines, CoNLL-U ``# newdoc`` comments, a ``document_id`` column), an int
+    column ``document_id`` (0, 1, ... per split in file order; only where a split holds two
+    or more documents). ``max_*_samples`` keep the first N sentences of
+    train / validation / test. Several ``validation_file`` give one split per file
+    (:func:`validation_splits`; :func:`eval_sets` collects them), each with
+    ``max_eval_samples``. The test split alone may come without tags (for prediction):
     then its ``tags`` are -1 for every token, with the same features. Bad input (including a
     source tagged only in part) raises :class:`DataError`.
 
@@ -190,7 +258,8 @@ def load_token_classification_data(
     train split's tags, then, sorted, tags that only validation/test use (with a warning per
     split; they are scored as misses); ``strict_labels=True`` refuses such tags instead.
     """
-    files = {"train": train_file, "validation": validation_file, "test": test_file}
+    validation = validation_splits(validation_file)
+    files = {"train": train_file, **validation, "test": test_file}
     files = {split: path for split, path in files.items() if path is not None}
     column_args = dict(
         text_column_name=text_column_name, label_column_name=label_column_name, task_name=task_name
@@ -223,7 +292,7 @@ def load_token_classification_data(
         )
     limits = {
         "train": max_train_samples,
-        "validation": max_eval_samples,
+        **dict.fromkeys(validation or [VALIDATION], max_eval_samples),
         "test": max_predict_samples,
     }
     return build_dataset_dict(splits, limits, strict_labels=strict_labels)

@@ -16,6 +16,10 @@ from flaxtrainer.data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+#: Optional column of a split whose source marks documents: each sentence's document, numbered
+#: 0, 1, ... in file order (a new number wherever the document changes).
+DOCUMENT_COLUMN = "document_id"
+
 
 @dataclass
 class RawSplit:
@@ -35,6 +39,8 @@ class RawSplit:
     token_lines: list[list[int]] | None = None
     # What the reader saw when the source has no tags at all ("no tag column"), for messages.
     untagged_reason: str | None = None
+    # Each sentence's document, where the source marks documents (see DOCUMENT_COLUMN).
+    documents: list[int] | None = None
 
     def add(
         self,
@@ -42,6 +48,7 @@ class RawSplit:
         tags: list[str] | None,
         where: str,
         lines: list[int] | None = None,
+        document: int | None = None,
     ) -> None:
         self.tokens.append(tokens)
         self.tags.append(tags)
@@ -49,6 +56,11 @@ class RawSplit:
         if lines is not None:
             self.token_lines = self.token_lines if self.token_lines is not None else []
             self.token_lines.append(lines)
+        if document is not None or self.documents is not None:
+            # Sentences before the source's first document mark form a document of their own.
+            if self.documents is None:
+                self.documents = [-1] * (len(self.tokens) - 1)
+            self.documents.append(-1 if document is None else document)
 
     @property
     def labelled(self) -> bool:
@@ -73,7 +85,10 @@ class RawSplit:
         )
         empty: list[str] = []
         lines = self.token_lines or [None] * len(self.tokens)
-        for tokens, tags, where, token_lines in zip(self.tokens, self.tags, self.where, lines):
+        documents = self.documents or [None] * len(self.tokens)
+        for tokens, tags, where, token_lines, document in zip(
+            self.tokens, self.tags, self.where, lines, documents
+        ):
             if tags is not None and len(tokens) != len(tags):
                 raise DataError(
                     f"{self.source}: {where} has {len(tokens)} tokens but {len(tags)} tags. "
@@ -82,7 +97,7 @@ class RawSplit:
             if not tokens:
                 empty.append(where)
                 continue
-            kept.add(tokens, tags, where, token_lines)
+            kept.add(tokens, tags, where, token_lines, document)
         if empty:
             logger.warning(
                 "%s: skipped %d empty sentence(s) (no tokens; first: %s).",

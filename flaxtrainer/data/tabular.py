@@ -10,7 +10,8 @@
 
 Column choice follows run_flax_ner.py (see :func:`~flaxtrainer.data.raw.choose_columns`). A file
 without a tag column, or whose tag lists are all -1 (how ``datasets`` marks "no label"), has no
-tags.
+tags. An optional ``document_id`` column (any value; a document's rows consecutive) marks
+documents: it is never taken as the token or tag column.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from flaxtrainer.data.errors import DataError
 from flaxtrainer.data.raw import (
+    DOCUMENT_COLUMN,
     RawSplit,
     choose_columns,
     lines_of,
@@ -51,9 +53,12 @@ def _rows_to_split(
     columns: list[str] = []
     text = first = ""
     label: str | None = None
+    documents = DocumentNumbers(str(path))
     for where, row in rows:
         if not isinstance(row, dict):
             raise DataError(f"{path}: {where} is not an object with named columns: {row!r:.80}.")
+        document = documents.number(row, where)
+        row = {k: v for k, v in row.items() if k != DOCUMENT_COLUMN}
         if not columns:
             columns, first = list(row), where
             text, label = choose_columns(columns, str(path), **column_args)
@@ -95,10 +100,39 @@ def _rows_to_split(
                 tokens=tokens or [],
                 tags=tags,
             )
-        split.add(tokens, None if _all_unlabelled(tags) else tags, where)
+        split.add(tokens, None if _all_unlabelled(tags) else tags, where, document=document)
     if not columns:
         raise DataError(f"{path} holds no rows. Give a file with at least one sentence.")
     return split
+
+
+class DocumentNumbers:
+    """Numbers the documents of a source with a ``document_id`` column: 0, 1, ... in row order,
+    a new number wherever the value changes. The first row decides whether the source has the
+    column; then every row must have it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.present: bool | None = None
+        self.first = ""
+        self.value: Any = None
+        self.current = -1
+
+    def number(self, row: dict, where: str) -> int | None:
+        """The document number of ``row`` (None when the source has no document column)."""
+        if self.present is None:
+            self.present, self.first = DOCUMENT_COLUMN in row, where
+        if not self.present:
+            return None
+        if DOCUMENT_COLUMN not in row:
+            raise DataError(
+                f"{self.source}: {where} has no column {DOCUMENT_COLUMN!r} but {self.first} has. "
+                f"Give every row its document (or drop the {DOCUMENT_COLUMN!r} column)."
+            )
+        value = row[DOCUMENT_COLUMN]
+        if self.current < 0 or value != self.value:
+            self.current, self.value = self.current + 1, value
+        return self.current
 
 
 def _all_unlabelled(tags: list[str] | None) -> bool:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flaxtrainer.tasks.windows import plan_windows
+
+if TYPE_CHECKING:
+    from flaxtrainer.tasks.context import Context
 
 IGNORE_INDEX = -100
 
@@ -85,6 +88,7 @@ class AlignStats:
     untokenized_words: int = 0
     windowed_sentences: int = 0
     example: str = ""
+    context_tokens: int = 0  # document context put into the rows (see tasks.context)
 
 
 def align_sentence(
@@ -98,14 +102,18 @@ def align_sentence(
     word_labels: np.ndarray | None = None,
     continuation_labels: np.ndarray | None = None,
     stats: AlignStats | None = None,
+    context: Context | None = None,
 ) -> list[dict]:
     """The model rows (features) of one tokenized sentence.
 
     ``word_labels[j]`` is word j's label id; ``continuation_labels[j]`` (``label_all_tokens``)
-    the label of its other pieces; None means no loss on those pieces. Each feature holds
-    unpadded int32 ``input_names`` and ``labels``, plus host metadata: ``example_index``,
-    ``num_words``, ``word_ids`` (per token, -1 on special tokens) and ``prediction_mask``
-    (the token whose prediction is the word's: the first piece of a word this window owns).
+    the label of its other pieces; None means no loss on those pieces. ``context`` (document
+    context, see :mod:`flaxtrainer.tasks.context`) fills the room the sentence leaves: left of
+    its first window, right of its last, with label -100, word id -1 and no prediction.
+    Each feature holds unpadded int32 ``input_names`` and ``labels``, plus host metadata:
+    ``example_index``, ``num_words``, ``word_ids`` (per token, -1 on special tokens and
+    context) and ``prediction_mask`` (the token whose prediction is the word's: the first
+    piece of a word this window owns).
     """
     stats = stats if stats is not None else AlignStats()
     ids = np.asarray(encoding.ids, np.int32)
@@ -172,19 +180,35 @@ def align_sentence(
         ts, te = int(starts[a]), int(ends[b - 1])
         owned = token_owner[ts:te] == k
         window_labels = np.where(owned, token_labels[ts:te], IGNORE_INDEX).astype(np.int32)
+        left = right = np.zeros(0, np.int32)
+        if context is not None:
+            first, last = k == 0, k == len(windows) - 1
+            left, right = context.fit(budget - (te - ts), left=first, right=last)
+            stats.context_tokens += len(left) + len(right)
+        sides = (len(left), len(right))
         features.append(
             _feature(
-                np.concatenate([ids[:p0], c_ids[ts:te], ids[p1:]]),
-                np.concatenate([types[:p0], c_types[ts:te], types[p1:]]),
-                np.concatenate([no_word[0], c_words[ts:te], no_word[1]]),
-                np.concatenate([no_label[0], window_labels, no_label[1]]),
-                np.concatenate([no_pred[0], owned & is_first[ts:te], no_pred[1]]),
+                np.concatenate([ids[:p0], left, c_ids[ts:te], right, ids[p1:]]),
+                np.concatenate([types[:p0], _pad(c_types[ts:te], c_types[ts], sides), types[p1:]]),
+                np.concatenate([no_word[0], _pad(c_words[ts:te], -1, sides), no_word[1]]),
+                np.concatenate(
+                    [no_label[0], _pad(window_labels, IGNORE_INDEX, sides), no_label[1]]
+                ),
+                np.concatenate(
+                    [no_pred[0], _pad(owned & is_first[ts:te], False, sides), no_pred[1]]
+                ),
                 input_names,
                 example_index,
                 num_words,
             )
         )
     return features
+
+
+def _pad(middle: np.ndarray, fill: Any, sides: tuple[int, int]) -> np.ndarray:
+    """``middle`` with ``sides`` (left, right) positions of ``fill`` around it (context)."""
+    left, right = (np.full(n, fill, middle.dtype) for n in sides)
+    return np.concatenate([left, middle, right])
 
 
 def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
