@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     document: dict[str, Any] = {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "job": {
             "model_dir": str(model_dir),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from jax.typing import DTypeLike
 from flaxtrainer.models.config import EncoderConfig, labels_from_id2label
 from flaxtrainer.models.errors import ModelLoadError
 from flaxtrainer.models.hf_weights import (
+    CRF_RULES,
     SAFETENSORS_NAME,
     SafetensorsCheckpoint,
     export_weights,
@@ -25,7 +27,11 @@ from flaxtrainer.models.hf_weights import (
 )
 from flaxtrainer.models.hub import resolve_model_path
 from flaxtrainer.models.registry import family_for, family_of
-from flaxtrainer.models.token_classification import EncoderForTokenClassification
+from flaxtrainer.models.token_classification import (
+    DEFAULT_CLASSIFIER_INIT,
+    ClassifierInit,
+    EncoderForTokenClassification,
+)
 
 logger = logging.getLogger("flaxtrainer")
 
@@ -64,16 +70,24 @@ def from_pretrained(
     dtype: DTypeLike = jnp.float32,
     param_dtype: DTypeLike = jnp.float32,
     rngs: nnx.Rngs | None = None,
+    classifier_init: ClassifierInit = DEFAULT_CLASSIFIER_INIT,
+    crf: bool | None = None,
 ) -> EncoderForTokenClassification:
     """Builds `<Family>ForTokenClassification` from a folder or hub id with safetensors weights.
 
     Labels come from the checkpoint unless `num_labels` / `id2label` / `label2id` ask for others.
     When the checkpoint has no classifier (a base model), or its labels differ from the requested
-    ones, the head is newly initialised (from `rngs`, default `nnx.Rngs(0)`) and one line is logged.
+    ones, the head is newly initialised (from `rngs`, default `nnx.Rngs(0)`; kernel std from
+    `classifier_init`: "lecun" = 1/sqrt(hidden), "hf" = the family's Hugging Face init, or a
+    float) and one line is logged. A head loaded from the checkpoint is never re-initialised.
     `dtype` is the compute dtype, `param_dtype` the dtype parameters are stored in.
+    `crf` adds (True) or drops (False) a CRF layer (`flaxtrainer.crf`; None: as `config.json`
+    says); its transitions load with the classifier, else start at zero.
     """
     folder = resolve_model_path(name_or_path)
     config = read_config(folder)
+    if crf is not None:
+        config = dataclasses.replace(config, crf=crf)
     family = family_for(config.model_type)
     requested = _requested_labels(num_labels, id2label, label2id, config.labels)
     with SafetensorsCheckpoint(folder) as checkpoint:
@@ -89,7 +103,7 @@ def from_pretrained(
             model, checkpoint, family.weights, load_head=load_head, param_dtype=param_dtype
         )
     if not load_head:
-        model.reset_classifier(rngs=rngs if rngs is not None else nnx.Rngs(0))
+        model.reset_classifier(rngs=rngs if rngs is not None else nnx.Rngs(0), init=classifier_init)
         reason = (
             f"the checkpoint's classifier has labels {_preview(checkpoint_labels)} "
             f"but {_preview(labels)} were requested"
@@ -97,11 +111,16 @@ def from_pretrained(
             else "no token-classification head in the checkpoint"
         )
         logger.info(
-            "%s: %s; initialised a new classifier for %d labels",
+            "%s: %s; initialised a new classifier for %d labels (std %.4g, classifier_init=%s)",
             checkpoint.source,
             reason,
             len(labels),
+            model.classifier_std(classifier_init),
+            classifier_init,
         )
+    if load_head and model.config.crf and not {r.hf for r in CRF_RULES} <= set(report.loaded):
+        model.reset_crf()
+        logger.info("%s: no CRF tensors in the checkpoint; initialised a new CRF layer", folder)
     if report.unused:
         prefix = family.weights.prefix
         groups = {key.removeprefix(prefix).split(".")[0] + ".*" for key in report.unused}

@@ -445,11 +445,15 @@ class ModernBertForTokenClassification(EncoderForTokenClassification):
         super().__init__(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.head = ModernBertPredictionHead(_Build(config, dtype, param_dtype, rngs))
 
-    def _new_classifier(self, rngs: nnx.Rngs) -> nnx.Linear:
+    def hf_classifier_std(self) -> float:
+        """Hugging Face's ModernBERT draws its classifier with std 1/sqrt(hidden)."""
+        return self.config.d_model**-0.5
+
+    def _new_classifier(self, rngs: nnx.Rngs, std: float) -> nnx.Linear:
         build = _Build(self.config, self.dtype, self.param_dtype, rngs)
         # Hugging Face's classifier always has a bias.
         width = self.config.d_model
-        return build.linear(width, self.config.num_labels, use_bias=True, std=width**-0.5)
+        return build.linear(width, self.config.num_labels, use_bias=True, std=std)
 
     def __call__(
         self,

@@ -54,7 +54,9 @@ def test_agreeing_request_keeps_checkpoint_head(kwargs, token_checkpoint, caplog
 )
 def test_conflicting_request_reinitialises_head(kwargs, labels, token_checkpoint, caplog):
     with caplog.at_level(logging.INFO, logger="flaxtrainer"):
-        model = from_pretrained(token_checkpoint.path, rngs=nnx.Rngs(3), **kwargs)
+        model = from_pretrained(
+            token_checkpoint.path, rngs=nnx.Rngs(3), classifier_init="hf", **kwargs
+        )
     lines = _new_head_lines(caplog)
     assert len(lines) == 1
     assert "[O, B-PER, I-PER]" in lines[0] and "requested" in lines[0]
