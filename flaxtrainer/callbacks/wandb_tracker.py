@@ -38,11 +38,17 @@ class WandB(Callback):
     """Report a run to Weights & Biases (process 0 only), as Hugging Face's WandbCallback does.
 
     - at train begin: ``wandb.init`` with every ``TrainingArguments`` field (and the model's
-      config under ``model``) as the run's config; a resumed run continues the same W&B run (its
-      id is kept in the checkpoints);
+      config under ``model``) as the run's config; a resumed run (``resume_from_checkpoint``)
+      continues the same W&B run: its id is in every checkpoint (this callback's
+      ``state_dict``), and ``wandb.init`` gets ``id=`` and ``resume="allow"``;
     - at each log: the numbers, renamed as Hugging Face does (``loss`` -> ``train/loss``,
-      ``eval_f1`` -> ``eval/f1``, ``test_f1`` -> ``test/f1``), with ``train/global_step`` as
-      their x axis; prediction metrics likewise;
+      ``eval_f1`` -> ``eval/f1``, ``eval_dev_f1`` -> ``eval/dev_f1``, ``test_f1`` ->
+      ``test/f1``), with ``train/global_step`` as their x axis; prediction metrics likewise.
+      W&B's own step is the global step too (``run.log(..., step=)``): a resumed run goes on
+      from the checkpoint's step instead of restarting W&B's counter at 0 (offline, wandb cannot
+      ask the server where the run stopped), and the training and evaluation numbers of one
+      step share one history row. Resuming from a checkpoint older than the run's last logged
+      step: W&B ignores, with a warning, the steps it already has;
     - at train end: the final ``train_*`` metrics in the run summary; the run stays open for
       evaluation and prediction after training and is finished when the process exits (or
       with ``finish()``); it is finished at once, failed, when training raises.
@@ -125,8 +131,11 @@ class WandB(Callback):
     def _log(self, trainer: FlaxTrainer, logs: dict[str, Any]) -> None:
         run = self._ensure_run(trainer)
         data = {_rename(k): v for k, v in logs.items() if _is_number(v)}
-        data["train/global_step"] = trainer.state.global_step
-        run.log(data)
+        step = trainer.state.global_step
+        data["train/global_step"] = step
+        run.log(data, step=step)  # W&B's step: monotonic across a resume (see the class doc)
+        # A row is written when a later step is logged; the summary shows this log at once.
+        run.summary.update(data)
 
 
 def _is_number(value: Any) -> bool:
