@@ -149,7 +149,8 @@ class TrainingArguments:
         default=None,
         metadata=_help(
             "Evaluation metric that ranks checkpoints, e.g. f1 or loss "
-            "(default: loss when load_best_model_at_end)."
+            "(default: loss when load_best_model_at_end). With several evaluation sets, the "
+            "full key of one set's metric, e.g. eval_dev_f1."
         ),
     )
     greater_is_better: bool | None = field(

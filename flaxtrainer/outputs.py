@@ -70,6 +70,17 @@ def save_metrics(output_dir: str | Path, split: str, metrics: Mapping[str, Any])
     return path
 
 
+def error_report_path(output_dir: str | Path, split: str) -> Path:
+    """`<split>_error_report.json`: the entity error report of a split (`eval`, `test`), see
+    `flaxtrainer.error_report`."""
+    return Path(output_dir) / f"{split}_error_report.json"
+
+
+def save_error_report(output_dir: str | Path, split: str, report: Mapping[str, Any]) -> Path:
+    """Write a split's entity error report (`EntityErrorReport.to_dict()`) as JSON."""
+    return write_json(error_report_path(output_dir, split), report)
+
+
 _HF_OVERALL = ("precision", "recall", "f1", "accuracy")
 _SPLIT_PREFIXES = ("eval", "test", "predict")
 
@@ -244,7 +255,7 @@ def read_predictions(path: str | Path) -> list[list[list[str]]]:
 
 def read_task_file(folder: str | Path) -> dict[str, Any] | None:
     """The `flaxtrainer_task.json` saved with a fine-tuned model, or None when there is none."""
-    from flaxtrainer.cli_args import UserError
+    from flaxtrainer.errors import UserError
 
     path = Path(folder) / TASK_FILE
     if not path.is_file():

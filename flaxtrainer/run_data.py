@@ -61,7 +61,9 @@ def scheme_kwargs(
     elif scheme:
         logger.info("label scheme: %s (saved with the model)", scheme)
     else:
-        wanted = ("train",) if do_train else ("validation", "test")
+        from flaxtrainer.data.loader import eval_split_names
+
+        wanted = ("train",) if do_train else (*eval_split_names(dataset), "test")
         split = next((s for s in wanted if s in dataset and has_labels(dataset[s])), None)
         tags: list[list[str]] = []
         if split:
@@ -77,6 +79,19 @@ def scheme_kwargs(
             )
         logger.log(logging.INFO if found.certain else logging.WARNING, message)
     return {"scheme": scheme, "mode": None if mode in (None, "default") else mode}
+
+
+def context_size(data_args: DataArguments, saved: Mapping[str, Any]) -> int:
+    """--context_size, else (evaluating a model flaxtrainer fine-tuned) the saved one, else 0."""
+    if data_args.context_size is None:
+        return int(saved.get("context_size") or 0)
+    if isinstance(data_args.context_size, bool) or data_args.context_size < 0:
+        raise UserError(
+            f"--context_size must be an integer >= 0, got {data_args.context_size!r}",
+            "give the subword tokens of document context per sentence, e.g. --context_size 64, "
+            "or 0 for none",
+        )
+    return int(data_args.context_size)
 
 
 def scheme_results(task: Any, prefix: str) -> dict[str, str]:
@@ -183,8 +198,11 @@ def _check_known_tags(
     with `strict` (--strict_labels), a UserError."""
     from collections import Counter
 
+    from flaxtrainer.data.loader import eval_split_names
+
     known = set(label_names)
-    for wanted, split in ((args.do_eval, "validation"), (args.do_predict, "test")):
+    evaluated = [(args.do_eval, split) for split in eval_split_names(dsd)]
+    for wanted, split in (*evaluated, (args.do_predict, "test")):
         if not wanted or split not in dsd or not has_labels(dsd[split]):
             continue
         names = dsd[split].features["tags"].feature.names

@@ -44,11 +44,23 @@ from flaxtrainer.batching import (
     PackingGrid,
     bucket_widths,
 )
-from flaxtrainer.callbacks import Callback, CallbackList, ProgressBar, tracker_callbacks
+from flaxtrainer.callbacks import (
+    Callback,
+    CallbackList,
+    ErrorReport,
+    ProgressBar,
+    tracker_callbacks,
+)
 from flaxtrainer.checks import check_sequence_length
 from flaxtrainer.compilation import enable_compilation_cache
 from flaxtrainer.distributed import check_runtime
-from flaxtrainer.evaluation import EvalLoopOutput, evaluation_loop, without_missing_gold
+from flaxtrainer.evaluation import (
+    EvalLoopOutput,
+    check_eval_sets,
+    evaluate_sets,
+    evaluation_loop,
+    without_missing_gold,
+)
 from flaxtrainer.optim import make_optimizer, make_schedule
 from flaxtrainer.preemption import InterruptGuard, TrainingInterrupted
 from flaxtrainer.sharded_data import ShardedBatcher, put_host_batch
@@ -131,7 +143,9 @@ class FlaxTrainer:
             ``compute_metrics``, ``decode``; optional ``max_seq_length`` (largest padded width),
             ``pad_token_id`` and ``format_examples`` (markdown for TensorBoard).
         args: ``TrainingArguments``.
-        train_dataset, eval_dataset: datasets given to ``task.prepare``.
+        train_dataset, eval_dataset: datasets given to ``task.prepare``; ``eval_dataset`` may
+            be a dict of named sets (``{"dev": ds1, "ood": ds2}``), each evaluated at every
+            evaluation with the prefix ``eval_<name>`` (``eval_dev_f1``), as in Hugging Face.
         callbacks: ``Callback`` instances or classes, after the defaults (TensorBoard unless
             ``report_to="none"``, ProgressBar unless ``disable_tqdm``; a default is skipped when
             an instance of its class is given).
@@ -316,6 +330,7 @@ class FlaxTrainer:
                 f"eval_strategy={args.eval_strategy!r} evaluates during training but no "
                 "eval_dataset was given: pass eval_dataset, or set eval_strategy='no'."
             )
+        check_eval_sets(args, self.eval_dataset)  # several sets: which one picks the best?
         _, _, batcher = self._prepare(self.train_dataset)
         accum = args.gradient_accumulation_steps
         sampler = LengthGroupedSampler(
@@ -520,11 +535,13 @@ class FlaxTrainer:
         )
 
     def _update_best(self, metrics: dict[str, float]) -> None:
-        key = self.args.best_metric_key
-        if key is None or key not in metrics:
-            return
-        value, best = metrics[key], self.state.best_metric
-        if best is None or (value > best if self.args.greater_is_better else value < best):
+        """Record this evaluation as the best one if it improves (``flaxtrainer.best_metric``,
+        the rule the checkpointer and early stopping use too)."""
+        from flaxtrainer.best_metric import BestMetric
+
+        rule = BestMetric.from_args(self.args)
+        value = None if rule is None else rule.value(metrics)
+        if rule is not None and rule.improves(value, self.state.best_metric):
             self.state.best_metric = value
             self.state.best_global_step = self.state.global_step
 
@@ -534,18 +551,20 @@ class FlaxTrainer:
 
         Returns the task's metrics plus ``loss``, ``samples`` (examples), ``runtime`` and
         ``samples_per_second``, each prefixed ``{metric_key_prefix}_``; logs them and fires
-        ``on_evaluate``.
+        ``on_evaluate``. A dict of named sets gives each set's metrics prefixed
+        ``{metric_key_prefix}_{name}_``, merged into one log and one ``on_evaluate``
+        (``flaxtrainer.evaluation.evaluate_sets``).
         """
         dataset = self.eval_dataset if dataset is None else dataset
         if dataset is None:
             raise ValueError(
                 "FlaxTrainer.evaluate() needs a dataset: pass one, or eval_dataset to FlaxTrainer."
             )
-        result = self._evaluation_loop(dataset, metric_key_prefix)
+        result, metrics = evaluate_sets(self, dataset, metric_key_prefix)
         self.last_evaluation = result
-        self.log(result.metrics)
-        self.callbacks.on_evaluate(self, result.metrics)
-        return result.metrics
+        self.log(metrics)
+        self.callbacks.on_evaluate(self, metrics)
+        return metrics
 
     def predict(self, dataset: Any, metric_key_prefix: str = "test") -> PredictionOutput:
         """Word-level predictions (``task.decode``) for ``dataset``, with metrics when it has labels.
@@ -618,9 +637,9 @@ class FlaxTrainer:
         checkpointer = self._get_checkpointer()
         step = self.state.global_step
         checkpointer.save(step, self._checkpoint_target(), self._checkpoint_meta(), metrics=metrics)
-        best = checkpointer.best_step()
+        best = checkpointer.best_location()
         if best is not None:
-            self.state.best_model_checkpoint = str(checkpointer.best_dir / str(best))
+            self.state.best_model_checkpoint = str(best)
         self.callbacks.on_save(self, str(checkpointer.step_path(step)))
 
     def _stop_for_interrupt(self) -> TrainingInterrupted:
@@ -677,30 +696,33 @@ class FlaxTrainer:
 
     def _load_best_model(self) -> None:
         """Replace the train state by the best checkpoint's (``load_best_model_at_end``)."""
-        from flaxtrainer.checkpointing import CheckpointLocation, restore_checkpoint
+        from flaxtrainer.checkpointing import restore_checkpoint
 
         checkpointer = self._get_checkpointer()
         checkpointer.wait_until_finished()
-        best = checkpointer.best_step()
+        best = checkpointer.best_location()
         if best is None:
             logger.warning(
                 "load_best_model_at_end: no best checkpoint was saved; keeping the last state."
             )
             return
-        restored, _, _ = restore_checkpoint(
-            CheckpointLocation(checkpointer.best_dir, best), self._checkpoint_target()
-        )
+        restored, _, _ = restore_checkpoint(best, self._checkpoint_target())
         self._train_state = restored["train_state"]
         logger.info(
             "Loaded the best model (step %d, %s=%s).",
-            best,
+            best.step,
             self.args.metric_for_best_model,
-            self.state.best_metric,
+            checkpointer.best_metric(),
         )
 
     # ---------------------------------------------------------------------------- internals
     def _with_defaults(self, callbacks: list[Callback]) -> list[Callback]:
         defaults: list[Callback] = tracker_callbacks(self.args, callbacks)
+        # A task that reports entity errors (task.error_report) gets them logged and written.
+        if hasattr(self.task, "error_report") and not any(
+            isinstance(c, ErrorReport) for c in callbacks
+        ):
+            defaults.append(ErrorReport())
         if not self.args.disable_tqdm and not any(isinstance(c, ProgressBar) for c in callbacks):
             defaults.append(ProgressBar())
         return defaults + callbacks

@@ -18,6 +18,7 @@ from collections.abc import Container, Iterable, Sequence
 from typing import ClassVar, NamedTuple
 
 from seqeval import scheme as seqeval_scheme
+from seqeval.metrics.sequence_labeling import get_entities
 
 OUTSIDE = "O"
 #: Prefixes of chunk tags in any scheme (``B-PER``, ``L-LOC``, ...).
@@ -30,6 +31,14 @@ def split_tag(tag: str) -> tuple[str, str]:
         return OUTSIDE, ""
     prefix, _, entity = tag.partition("-")
     return prefix, entity
+
+
+class EntitySpan(NamedTuple):
+    """One entity of a sentence: its type and its words ``start:end`` (end exclusive)."""
+
+    type: str
+    start: int
+    end: int
 
 
 class TaggingScheme:
@@ -70,21 +79,40 @@ class TaggingScheme:
         B-/I-/E-/S- prefixes, so most schemes pass unchanged (see BILOU and IO)."""
         return list(tags)
 
+    def entity_spans(self, tags: Sequence[str], *, strict: bool = False) -> list[EntitySpan]:
+        """The entities of one sentence's tags, in order, read as the seqeval metrics read them:
+        by default leniently like conlleval (seqeval's default mode on ``default_mode_tags``,
+        so an I- after O opens an entity); with ``strict``, only this scheme's well-formed
+        chunks (seqeval's strict mode; the scheme needs a seqeval class)."""
+        if strict:
+            if self.seqeval is None:
+                raise ValueError(
+                    f"Strict entity reading needs a scheme that seqeval knows, not {self.name}; "
+                    "use strict=False."
+                )
+            tokens = seqeval_scheme.Tokens(list(tags), scheme=self.seqeval)
+            return [EntitySpan(e.tag, e.start, e.end) for e in tokens.entities]
+        chunks = get_entities(self.default_mode_tags(tags))
+        return [EntitySpan(kind, first, last + 1) for kind, first, last in chunks]
+
+    def allows(self, prev: str | None, tag: str | None) -> bool:
+        """Whether ``tag`` may follow ``prev``; ``prev=None`` is the sentence start and
+        ``tag=None`` its end (both read as ``O``). The one rule behind :meth:`violations` and
+        the CRF's transition masks (:func:`flaxtrainer.crf.allowed_transitions`)."""
+        prev_prefix, prev_type = split_tag(OUTSIDE if prev is None else prev)
+        prefix, entity = split_tag(OUTSIDE if tag is None else tag)
+        before = self.needs_before.get(prefix)
+        after = self.needs_after.get(prev_prefix)
+        return not (
+            (before is not None and (prev_prefix not in before or prev_type != entity))
+            or (after is not None and (prefix not in after or prev_type != entity))
+        )
+
     def violations(self, tags: Sequence[str]) -> list[int]:
         """Positions ``i`` where the step from ``tags[i-1]`` to ``tags[i]`` breaks the scheme
         (``i == len(tags)`` for the step to the sentence end)."""
-        bad = []
-        prev_prefix, prev_type = OUTSIDE, ""
-        for i, tag in enumerate([*tags, OUTSIDE]):
-            prefix, entity = split_tag(tag)
-            before = self.needs_before.get(prefix)
-            after = self.needs_after.get(prev_prefix)
-            if (before is not None and (prev_prefix not in before or prev_type != entity)) or (
-                after is not None and (prefix not in after or prev_type != entity)
-            ):
-                bad.append(i)
-            prev_prefix, prev_type = prefix, entity
-        return bad
+        steps = zip([None, *tags], [*tags, None])
+        return [i for i, (prev, tag) in enumerate(steps) if not self.allows(prev, tag)]
 
 
 class IOB1(TaggingScheme):
@@ -171,6 +199,9 @@ class IO(TaggingScheme):
 
     def continuation_tag(self, tag: str, labels: Container[str]) -> str:
         return tag
+
+    def allows(self, prev: str | None, tag: str | None) -> bool:
+        return True
 
     def violations(self, tags: Sequence[str]) -> list[int]:
         return []

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import jax
@@ -30,6 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from flaxtrainer.crf import WORD_STARTS, add_word_starts, allowed_transitions
+from flaxtrainer.crf import batch_decode as crf_batch_decode
+from flaxtrainer.crf import batch_nll as crf_batch_nll
 from flaxtrainer.tasks.alignment import (
     IGNORE_INDEX,
     AlignStats,
@@ -38,8 +41,12 @@ from flaxtrainer.tasks.alignment import (
     encode_words,
 )
 from flaxtrainer.tasks.base import Task
+from flaxtrainer.tasks.context import DocumentContext
 from flaxtrainer.tasks.metrics import seqeval_metrics, tag_accuracy_metrics
 from flaxtrainer.tasks.schemes import OUTSIDE, TaggingScheme, get_scheme
+
+if TYPE_CHECKING:
+    from flaxtrainer.error_report import EntityErrorReport
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,11 @@ class TokenClassificationTask(Task):
             ``max_seq_length // 4`` (32 at 128).
         return_entity_level_metrics: add ``{TYPE}_precision/_recall/_f1/_support``.
         tokenize_batch_size: sentences per fast-tokenizer call.
+        crf: a linear-chain CRF over the words instead of a softmax per token (the model
+            needs a CRF layer: ``from_pretrained(..., crf=True)``); see :meth:`loss`.
+        context_size: subword tokens of document context per sentence (FLERT; 0: none): up to
+            ``ceil(N/2)`` tokens of the preceding and ``floor(N/2)`` of the following sentences
+            of the same document, label -100 (see :mod:`flaxtrainer.tasks.context`).
     """
 
     def __init__(
@@ -80,6 +92,8 @@ class TokenClassificationTask(Task):
         stride: int | None = None,
         return_entity_level_metrics: bool = True,
         tokenize_batch_size: int = 1024,
+        context_size: int = 0,
+        crf: bool = False,
     ) -> None:
         self.source_label_names = list(label_names)
         self.label_names = list(self.target_label_names(self.source_label_names))
@@ -128,10 +142,24 @@ class TokenClassificationTask(Task):
         self.label_all_tokens = label_all_tokens
         self.return_entity_level_metrics = return_entity_level_metrics
         self.tokenize_batch_size = tokenize_batch_size
+        self.document_context = DocumentContext(context_size)
+        self.context_size = self.document_context.size
         self.fallback_label = OUTSIDE if OUTSIDE in self._label2id else self.label_names[0]
         self._continuation_ids = np.array(
             [self._label2id[self.continuation_tag(label)] for label in self.label_names], np.int32
         )
+        self.crf = bool(crf)
+        #: The model inputs the tokenizer gives (``model_input_names`` adds ``word_starts``
+        #: with a CRF: batched like them, read by the loss and decoding, not by the model).
+        self.tokenizer_input_names = self.model_input_names
+        if self.crf:
+            self.crf_masks = allowed_transitions(self.scheme, self.label_names)
+            self.model_input_names = (*self.model_input_names, WORD_STARTS)
+            if label_all_tokens:
+                logger.warning(
+                    "crf=True (--crf) scores each word once, on its first piece: "
+                    "label_all_tokens (--label_all_tokens) has no effect on the loss."
+                )
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -226,6 +254,7 @@ class TokenClassificationTask(Task):
         if tags is not None:
             self._warn_scheme_violations(tags)
         encodings = encode_words(self.tokenizer, tokens, self.tokenize_batch_size)
+        contexts = self.document_context.contexts(dataset, encodings) if self.context_size else None
         stats = AlignStats()
         features: list[dict] = []
         for i, encoding in enumerate(encodings):
@@ -237,18 +266,28 @@ class TokenClassificationTask(Task):
                     num_words=len(tokens[i]),
                     max_length=self.max_seq_length,
                     stride=self.stride,
-                    input_names=self.model_input_names,
+                    input_names=self.tokenizer_input_names,
                     word_labels=labels,
                     continuation_labels=(
-                        np.where(
-                            labels >= 0, self._continuation_ids[np.maximum(labels, 0)], labels
-                        )
+                        np.where(labels >= 0, self._continuation_ids[np.maximum(labels, 0)], labels)
                         if labels is not None and self.label_all_tokens
                         else None
                     ),
                     stats=stats,
+                    context=contexts[i] if contexts is not None else None,
                 )
             )
+        if contexts is not None and tokens:
+            real = sum(len(f["input_ids"]) for f in features)
+            logger.info(
+                "context (context_size=%d): %.1f -> %.1f tokens per sentence (%d sentences).",
+                self.context_size,
+                (real - stats.context_tokens) / len(tokens),
+                real / len(tokens),
+                len(tokens),
+            )
+        if self.crf:
+            add_word_starts(features)
         if stats.windowed_sentences:
             logger.info(
                 "%d sentence(s) longer than max_seq_length=%d split into overlapping windows "
@@ -300,23 +339,78 @@ class TokenClassificationTask(Task):
                 self.scheme.name,
                 example,
             )
+        if count and self.crf:
+            logger.warning(
+                "crf=True: the CRF loss leaves those %d sentence(s) out (their gold sequence is "
+                "impossible under %s).",
+                sentences,
+                self.scheme.name,
+            )
 
     # --- jitted parts --------------------------------------------------------------------
-    def loss(self, logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Masked softmax cross-entropy in float32: (sum over labels != -100, their count)."""
+    def loss(
+        self,
+        logits: jax.Array,
+        labels: jax.Array,
+        head: Mapping[str, jax.Array] | None = None,
+        batch: Mapping[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Masked softmax cross-entropy in float32: (sum over labels != -100, their count).
+
+        With ``crf=True``: the CRF's exact negative log-likelihood (:func:`flaxtrainer.crf.
+        crf_nll`) summed over sentences, each packed sentence (``attention_mask`` value) its own
+        chain over the first pieces of the words it owns that have a gold tag; the count is the
+        number of those words, so the trainer's global normalisation divides by words, as for
+        the token loss. ``head`` holds the model's CRF parameters (``model.head_params()``) and
+        ``batch`` the batch (``word_starts``, ``attention_mask``); steps pass both when the
+        model has head parameters.
+        """
+        if self._uses_crf(head):
+            known = labels != IGNORE_INDEX
+            return crf_batch_nll(logits, labels, known, head, batch, self.crf_masks)
         mask = labels != IGNORE_INDEX
         per_token = optax.softmax_cross_entropy_with_integer_labels(
             logits.astype(jnp.float32), jnp.where(mask, labels, 0)
         )
         return jnp.sum(jnp.where(mask, per_token, 0.0)), jnp.sum(mask, dtype=jnp.float32)
 
-    def predict_step(self, logits: jax.Array) -> dict[str, jax.Array]:
-        """Per token: argmax label (int32) and its softmax probability (float32)."""
+    def predict_step(
+        self,
+        logits: jax.Array,
+        head: Mapping[str, jax.Array] | None = None,
+        batch: Mapping[str, jax.Array] | None = None,
+    ) -> dict[str, jax.Array]:
+        """Per token: argmax label (int32) and its softmax probability (float32).
+
+        With ``crf=True``, at the words' first pieces: the Viterbi tags of each sentence's
+        chain (transitions the scheme forbids excluded) and their CRF marginal probability.
+        """
         logits = logits.astype(jnp.float32)
-        return {
+        out = {
             "predictions": jnp.argmax(logits, axis=-1).astype(jnp.int32),
             "scores": jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1),
         }
+        if self._uses_crf(head):
+            tags, probs = crf_batch_decode(logits, head, batch, self.crf_masks)
+            out = {
+                "predictions": jnp.where(tags >= 0, tags, out["predictions"]),
+                "scores": jnp.where(tags >= 0, probs, out["scores"]),
+            }
+        return out
+
+    def _uses_crf(self, head: Mapping[str, jax.Array] | None) -> bool:
+        """Whether the CRF path runs; refuses a task/model mismatch (at trace time)."""
+        if self.crf and not head:
+            raise ValueError(
+                "The task has crf=True but the model has no CRF layer: build it with "
+                "from_pretrained(..., crf=True) (the --crf flag does this)."
+            )
+        if head and not self.crf:
+            raise ValueError(
+                'The model has a CRF layer (config.json: "crf": true) but the task was built '
+                "without it: pass crf=True to the task (--crf on the command line)."
+            )
+        return self.crf
 
     # --- back to words -------------------------------------------------------------------
     def word_predictions(
@@ -415,7 +509,37 @@ class TokenClassificationTask(Task):
         _, gold = self._columns(dataset)
         if gold is None:
             raise ValueError("compute_metrics needs a dataset with a 'tags' column.")
-        return self.metrics_from_tags(gold, self.decode(dataset, features, outputs))
+        predicted = self.decode(dataset, features, outputs)
+        self._decoded = (features, outputs, gold, predicted)  # for error_report, read once
+        return self.metrics_from_tags(gold, predicted)
+
+    #: (features, outputs, gold, predicted) of the last compute_metrics, until error_report.
+    _decoded: tuple[Any, Any, list[list[str]], list[list[str]]] | None = None
+
+    def error_report(
+        self, dataset: Any, features: Sequence[dict], outputs: Sequence[Mapping[str, np.ndarray]]
+    ) -> EntityErrorReport | None:
+        """Where the entity errors are, per entity type (:mod:`flaxtrainer.error_report`):
+        found exactly, with wrong boundaries, with the wrong type, missed, spurious; entities
+        read with the task's scheme and seqeval mode. None for a task without entities (no
+        tagging scheme: POS tags) or a dataset without gold tags. Right after
+        ``compute_metrics`` on the same outputs it reuses the tags that one decoded."""
+        from flaxtrainer.error_report import entity_error_report
+
+        decoded, self._decoded = self._decoded, None
+        if self.scheme is None:
+            return None
+        if decoded is not None and decoded[0] is features and decoded[1] is outputs:
+            gold, predicted = decoded[2], decoded[3]
+        else:
+            _, gold = self._columns(dataset)
+            if gold is None:
+                return None
+            predicted = self.decode(dataset, features, outputs)
+        types = {e.type for label in self.label_names for e in self.scheme.entity_spans([label])}
+        return entity_error_report(
+            gold, predicted, self.scheme, strict=self.mode == "strict", entity_types=types
+        )
 
     def metrics_from_tags(
         self, y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]

@@ -81,7 +81,9 @@ def test_results_files_exist_and_parse(ner_run, ner_files):
     for key in ("eval_f1", "eval_precision", "eval_recall", "eval_accuracy", "eval_runtime"):
         assert 0 <= eval_[key] <= (1 if key != "eval_runtime" else 1e6), key
     assert eval_["eval_samples"] == 12
-    entity_keys = {k for k in eval_ if k.endswith("_f1") and k not in ("eval_f1", "eval_overall_f1")}
+    entity_keys = {
+        k for k in eval_ if k.endswith("_f1") and k not in ("eval_f1", "eval_overall_f1")
+    }
     assert entity_keys and all(k.split("_")[1] in ("PER", "LOC", "ORG") for k in entity_keys)
     test = load_json(output_dir / "test_results.json")
     assert test["test_samples"] == 10 and "test_f1" in test

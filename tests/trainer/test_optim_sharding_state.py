@@ -46,7 +46,11 @@ def test_schedule_warmup_then_decay(kind):
     assert float(schedule(5)) == pytest.approx(0.5)
     assert float(schedule(10)) == pytest.approx(1.0)
     end = float(schedule(110))
-    assert end == pytest.approx(1.0) if kind == "constant_with_warmup" else end == pytest.approx(0.0, abs=1e-6)
+    assert (
+        end == pytest.approx(1.0)
+        if kind == "constant_with_warmup"
+        else end == pytest.approx(0.0, abs=1e-6)
+    )
     if kind == "linear":
         assert float(schedule(60)) == pytest.approx(0.5)
 
