@@ -57,7 +57,17 @@ CONFIGS: dict[str, tuple[str, ...]] = {
 }
 
 #: What a run produced: files left after it, the rest (model, checkpoints) is deleted.
-KEPT_FILES = ("eval_results.json", "train_results.json", "run.log")
+KEPT_FILES = ("eval_results.json", "train_results.json", "test_results.json", "run.log")
+
+#: What `run_one` copies from train_results.json (throughput; contended on a shared machine).
+TRAIN_FIELDS = (
+    "train_samples",
+    "train_loss",
+    "train_runtime",
+    "train_samples_per_second",
+    "train_tokens_per_second",
+    "padding_efficiency",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,10 +184,13 @@ def run_one(command: list[str], out: Path, timeout: float) -> dict[str, Any]:
     """Runs one command, keeps its log and results JSON, deletes the rest of its output."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    load_before = os.getloadavg()
     with open(out / "run.log", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
     wall = time.perf_counter() - start
     result: dict[str, Any] = {"wall_s": round(wall, 1), "returncode": done.returncode}
+    # 1-minute load average before and after: throughput under contention is not a speed figure.
+    result["loadavg_1m"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     if done.returncode == 0 and (out / "eval_results.json").is_file():
         evals = json.loads((out / "eval_results.json").read_text())
         train = json.loads((out / "train_results.json").read_text())
@@ -187,9 +200,11 @@ def run_one(command: list[str], out: Path, timeout: float) -> dict[str, Any]:
             eval_recall=evals.get("eval_recall"),
             eval_loss=evals.get("eval_loss"),
             eval_samples=evals.get("eval_samples"),
-            train_samples=train.get("train_samples"),
-            train_loss=train.get("train_loss"),
+            **{key: train.get(key) for key in TRAIN_FIELDS},
         )
+        if (out / "test_results.json").is_file():  # --do_predict on labelled test data
+            tests = json.loads((out / "test_results.json").read_text())
+            result.update(test_f1=tests.get("test_f1"), test_loss=tests.get("test_loss"))
     else:
         tail = (out / "run.log").read_text(errors="replace").splitlines()[-5:]
         result["error"] = f"exit code {done.returncode}; see {out / 'run.log'}: " + " | ".join(tail)
@@ -218,6 +233,14 @@ def summarise(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean": statistics.fmean(f1),
                 "std": statistics.stdev(f1) if len(f1) > 1 else None,
                 "mean_eval_loss": _mean_or_none([r.get("eval_loss") for r in group]),
+                "test_f1": [r.get("test_f1") for r in group],
+                "mean_test_f1": _mean_or_none([r.get("test_f1") for r in group]),
+                "mean_train_samples_per_second": _mean_or_none(
+                    [r.get("train_samples_per_second") for r in group]
+                ),
+                "mean_train_tokens_per_second": _mean_or_none(
+                    [r.get("train_tokens_per_second") for r in group]
+                ),
                 "train_samples": group[0].get("train_samples"),
                 "mean_wall_s": statistics.fmean(r["wall_s"] for r in group),
             }
@@ -277,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", default="1", help="comma-separated, e.g. 1,3")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated")
     parser.add_argument("--max_eval_samples", type=int, default=None)
+    parser.add_argument(
+        "--do_predict", action="store_true", help="also score the test split (test_f1)"
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run")
     parser.add_argument("--resume", action="store_true", help="skip runs in accuracy.json")
     args = parser.parse_args(argv)
@@ -307,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_flags = (
         [] if args.max_eval_samples is None else ["--max_eval_samples", str(args.max_eval_samples)]
     )
+    if args.do_predict:
+        eval_flags.append("--do_predict")
     failed = 0
     for n_epochs in epochs:
         for name, cap in datasets:

@@ -99,6 +99,13 @@ class TrainingArguments:
     max_grad_norm: float = field(
         default=1.0, metadata=_help("Clip gradients to this global norm (0 disables clipping).")
     )
+    crf_learning_rate_multiplier: float = field(
+        default=1.0,
+        metadata=_help(
+            "With --crf: the CRF's transition scores learn at this multiple of the learning rate "
+            "(the emissions and encoder at the learning rate itself)."
+        ),
+    )
     gradient_accumulation_steps: int = field(
         default=1,
         metadata=_help(
@@ -329,6 +336,10 @@ class TrainingArguments:
         check(
             _is_real(self.max_grad_norm) and self.max_grad_norm >= 0,
             f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm!r}.",
+        )
+        check(
+            _is_real(self.crf_learning_rate_multiplier) and self.crf_learning_rate_multiplier > 0,
+            f"crf_learning_rate_multiplier must be > 0, got {self.crf_learning_rate_multiplier!r}.",
         )
         check(
             _is_real(self.warmup_ratio) and 0.0 <= self.warmup_ratio < 1.0,

@@ -2,7 +2,10 @@
 
 AdamW (or Adafactor) after global-norm clipping; weight decay is masked off biases and
 normalisation scales, recognised by parameter *kind* (the leaf name ``bias`` / ``scale``),
-not by model-specific paths, so it holds for every encoder family.
+not by model-specific paths, so it holds for every encoder family. With
+``crf_learning_rate_multiplier`` != 1 the updates of the CRF's transition scores (the ``crf``
+module's :data:`flaxtrainer.crf.PARAM_NAMES`) are scaled by it: they learn at that multiple of
+the learning rate, warmup and decay included.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from flaxtrainer.args import TrainingArguments
 logger = logging.getLogger(__name__)
 
 NO_DECAY_NAMES = frozenset({"bias", "scale"})
+#: The NNX attribute of a model's CRF layer (`flaxtrainer.crf.CrfParams`).
+CRF_MODULE = "crf"
 
 
 def path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
@@ -43,6 +48,25 @@ def decay_mask(params: Any) -> Any:
         return not names or names[-1] not in NO_DECAY_NAMES
 
     return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def is_crf_param(path: tuple[Any, ...]) -> bool:
+    """Whether a parameter path is one of the CRF layer's transition scores."""
+    from flaxtrainer.crf import PARAM_NAMES
+
+    names = path_names(path)
+    return len(names) >= 2 and names[-2] == CRF_MODULE and names[-1] in PARAM_NAMES
+
+
+def scale_crf_updates(multiplier: float) -> optax.GradientTransformation:
+    """Multiplies the updates of the CRF parameters (:func:`is_crf_param`) by ``multiplier``."""
+
+    def scale(updates: Any, params: Any = None) -> Any:
+        return jax.tree_util.tree_map_with_path(
+            lambda path, u: u * multiplier if is_crf_param(path) else u, updates
+        )
+
+    return optax.stateless(scale)
 
 
 def make_schedule(args: TrainingArguments, total_steps: int) -> optax.Schedule:
@@ -100,6 +124,8 @@ def make_optimizer(
             weight_decay=args.weight_decay,
             mask=decay_mask,
         )
+    if args.crf_learning_rate_multiplier != 1:
+        optimizer = optax.chain(optimizer, scale_crf_updates(args.crf_learning_rate_multiplier))
     if args.max_grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(args.max_grad_norm), optimizer)
     return optimizer
