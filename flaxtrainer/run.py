@@ -393,6 +393,7 @@ def prepare_job(
     import jax.numpy as jnp
     from flax import nnx
 
+    from flaxtrainer.callbacks.tensorboard import with_hparams
     from flaxtrainer.data.loader import eval_sets
     from flaxtrainer.models import from_pretrained
     from flaxtrainer.trainer import FlaxTrainer
@@ -411,7 +412,8 @@ def prepare_job(
         args,
         train_dataset=dataset["train"] if args.do_train else None,
         eval_dataset=eval_sets(dataset),  # several --validation_file: {set name: split}
-        callbacks=callbacks,
+        # TensorBoard's HPARAMS tab: the task adds crf and context_size, the command line this.
+        callbacks=with_hparams(callbacks, args.report_to, {"classifier_init": classifier_init}),
         tokenizer=tokenizer,
     )
     return Job(args, task_name, dataset, label_names, tokenizer, task, task_kwargs, trainer)

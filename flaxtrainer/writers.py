@@ -17,12 +17,16 @@ import jax
 
 
 class MetricWriter:
-    """Interface: scalars, markdown text and hyper-parameters, each at an integer step."""
+    """Interface: scalars, markdown text, images and hyper-parameters, each at an integer step."""
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         raise NotImplementedError
 
     def write_text(self, step: int, tag: str, text: str) -> None:
+        raise NotImplementedError
+
+    def write_image(self, step: int, tag: str, image: Any) -> None:
+        """An RGB ``uint8`` image ``[height, width, 3]`` (e.g. the entity confusion matrix)."""
         raise NotImplementedError
 
     def write_hparams(self, hparams: Mapping[str, Any], metric_tags: tuple[str, ...] = ()) -> None:
@@ -42,6 +46,9 @@ class NullWriter(MetricWriter):
         pass
 
     def write_text(self, step: int, tag: str, text: str) -> None:
+        pass
+
+    def write_image(self, step: int, tag: str, image: Any) -> None:
         pass
 
     def write_hparams(self, hparams: Mapping[str, Any], metric_tags: tuple[str, ...] = ()) -> None:
@@ -77,6 +84,9 @@ class TensorBoardWriter(MetricWriter):
 
     def write_text(self, step: int, tag: str, text: str) -> None:
         self._writer.add_text(tag, text, global_step=step)
+
+    def write_image(self, step: int, tag: str, image: Any) -> None:
+        self._writer.add_image(tag, image, global_step=step, dataformats="HWC")
 
     def write_hparams(self, hparams: Mapping[str, Any], metric_tags: tuple[str, ...] = ()) -> None:
         """Hyper-parameters for TensorBoard's HPARAMS tab, in this run (no sub-run), plus the

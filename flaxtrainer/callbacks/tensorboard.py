@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flaxtrainer.callbacks.base import Callback
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
     from flaxtrainer.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
+
+#: Task attributes written with the hyper-parameters when the task has them.
+TASK_HPARAMS = ("crf", "context_size")
 
 
 class TensorBoard(Callback):
@@ -33,7 +37,10 @@ class TensorBoard(Callback):
       ``train/grad_norm``, ``train/tokens_per_second``, ``train/epoch``, ...) at the global step;
     - evaluation metrics ``<prefix>_<name>`` -> ``<prefix>/<name>`` (``eval/f1``, ``eval/loss``);
     - prediction metrics -> ``test/...`` likewise;
-    - hyper-parameters once (HPARAMS tab plus the full arguments as text);
+    - hyper-parameters once (HPARAMS tab plus the full arguments as text): the
+      ``TrainingArguments``, the task's settings that change what is trained
+      (:data:`TASK_HPARAMS`: ``crf``, ``context_size``, when the task has them) and the
+      ``hparams`` given here (the command line adds ``classifier_init``);
     - at each evaluation, if the task has ``format_examples(dataset, features, outputs, n)``
       returning markdown, a text summary of ``num_examples`` predicted sentences;
     - at each evaluation and prediction with an entity error report (NER, chunking), its table
@@ -41,9 +48,15 @@ class TensorBoard(Callback):
       (``eval/entity_confusion``; ``test/...`` for ``predict``).
     """
 
-    def __init__(self, log_dir: str | None = None, num_examples: int = 3) -> None:
+    def __init__(
+        self,
+        log_dir: str | None = None,
+        num_examples: int = 3,
+        hparams: Mapping[str, Any] | None = None,
+    ) -> None:
         self.log_dir = log_dir
         self.num_examples = num_examples
+        self.hparams: dict[str, Any] = dict(hparams or {})
         self.writer: MetricWriter | None = None
         self._hparams_written = False
 
@@ -64,8 +77,18 @@ class TensorBoard(Callback):
             tags = ["train/loss"]
             if trainer.args.eval_strategy != "no":
                 tags.append("eval/loss")
-            writer.write_hparams(trainer.args.to_dict(), tuple(tags))
+            writer.write_hparams(self.run_hparams(trainer), tuple(tags))
             self._hparams_written = True
+
+    def run_hparams(self, trainer: FlaxTrainer) -> dict[str, Any]:
+        """What the HPARAMS tab shows: the arguments, the task's :data:`TASK_HPARAMS`, then
+        this callback's ``hparams`` (which win on a clash)."""
+        hparams = dict(trainer.args.to_dict())
+        for name in TASK_HPARAMS:
+            if hasattr(trainer.task, name):
+                hparams[name] = getattr(trainer.task, name)
+        hparams.update(self.hparams)
+        return hparams
 
     def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
         if "loss" not in logs:
@@ -103,7 +126,7 @@ class TensorBoard(Callback):
         from flaxtrainer.error_report import confusion_image
 
         writer.write_text(step, f"{evaluation.prefix}/entity_errors", report.markdown())
-        _write_image(writer, step, f"{evaluation.prefix}/entity_confusion", confusion_image(report))
+        writer.write_image(step, f"{evaluation.prefix}/entity_confusion", confusion_image(report))
 
     def _end_of_event(self, trainer: FlaxTrainer) -> None:
         """Flush during training; outside it, close, so that the events are surely on disk."""
@@ -137,17 +160,16 @@ class TensorBoard(Callback):
         self._close()
 
 
-def _write_image(writer: MetricWriter, step: int, tag: str, image: Any) -> None:
-    """An RGB ``uint8`` image ``[height, width, 3]``: ``writer.write_image`` where the writer
-    has it; else (``MetricWriter`` has no image method yet) tensorboardX's ``add_image`` on
-    the ``SummaryWriter`` a ``TensorBoardWriter`` wraps; a ``NullWriter`` writes nothing."""
-    write_image = getattr(writer, "write_image", None)
-    if write_image is not None:
-        write_image(step, tag, image)
-        return
-    summary_writer = getattr(writer, "_writer", None)
-    if summary_writer is not None:
-        summary_writer.add_image(tag, image, global_step=step, dataformats="HWC")
+def with_hparams(callbacks: list[Any], report_to: Any, hparams: Mapping[str, Any]) -> list[Any]:
+    """``callbacks`` whose TensorBoard callback also writes ``hparams``: the user's own
+    ``TensorBoard`` instance gets them, else, when ``report_to`` names TensorBoard, a new one
+    is put first (the trainer then adds no default one)."""
+    boards = [c for c in callbacks if isinstance(c, TensorBoard)]
+    for board in boards:
+        board.hparams = {**hparams, **board.hparams}
+    if not boards and "tensorboard" in report_to:
+        return [TensorBoard(hparams=hparams), *callbacks]
+    return callbacks
 
 
 def _is_number(value: Any) -> bool:
