@@ -1,8 +1,12 @@
 """Data readers: Hub datasets, CoNLL columns, CoNLL-U, JSON (Lines) and CSV.
 
-Every reader returns a ``datasets.DatasetDict`` whose splits have exactly the columns
-``tokens`` (``Sequence(Value("string"))``) and ``tags`` (``Sequence(ClassLabel(names))``),
-plus the label names. Bad input raises :class:`DataError` naming the file and line or row.
+Every reader returns a ``datasets.DatasetDict`` whose splits have the columns ``tokens``
+(``Sequence(Value("string"))``) and ``tags`` (``Sequence(ClassLabel(names))``), plus the label
+names. A split whose source separates two or more documents (CoNLL ``-DOCSTART-`` lines,
+CoNLL-U ``# newdoc`` comments, a ``document_id`` column in JSON/CSV/hub data) has a third,
+optional column ``document_id`` (``Value("int32")``: 0, 1, ... in file order), which only a
+task's ``context_size`` reads (:mod:`flaxtrainer.tasks.context`); other code must not expect it.
+Bad input raises :class:`DataError` naming the file and line or row.
 """
 
 from flaxtrainer.data.conll import read_conll, read_conllu
