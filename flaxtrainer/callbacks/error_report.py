@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flaxtrainer.callbacks.base import Callback
 from flaxtrainer.distributed import is_main_process
@@ -21,7 +21,10 @@ class ErrorReport(Callback):
     (``trainer.last_evaluation.error_report``, see :mod:`flaxtrainer.error_report`): log its
     table (one line per entity type: gold, exact, boundary, type, missed, spurious, predicted)
     and write it to ``<output_dir>/<prefix>_error_report.json`` (``eval_error_report.json``,
-    ``test_error_report.json``; process 0 only; each evaluation replaces the last one's).
+    ``test_error_report.json``; process 0 only; each evaluation replaces the last one's). With
+    several named evaluation sets, each set's pass (:func:`evaluation_passes`) gets its own
+    (``eval_<set>_error_report.json``) where the trainer keeps every pass in
+    ``trainer.last_evaluations``; otherwise only the last set is reported.
 
     The trainer adds it by default when the task has an ``error_report`` method; a task
     without entities (POS tagging) returns None there and nothing is logged or written.
@@ -36,15 +39,26 @@ class ErrorReport(Callback):
         self._report(trainer)
 
     def _report(self, trainer: FlaxTrainer) -> None:
-        evaluation = trainer.last_evaluation
-        report: EntityErrorReport | None = None if evaluation is None else evaluation.error_report
-        if report is None:
-            return
-        logger.info(
-            "Entity errors (%s, step %d):\n%s",
-            evaluation.prefix,
-            trainer.state.global_step,
-            report.table(),
-        )
-        if is_main_process():
-            save_error_report(trainer.args.output_dir, evaluation.prefix, report.to_dict())
+        for evaluation in evaluation_passes(trainer):
+            report: EntityErrorReport | None = evaluation.error_report
+            if report is None:
+                continue
+            logger.info(
+                "Entity errors (%s, step %d):\n%s",
+                evaluation.prefix,
+                trainer.state.global_step,
+                report.table(),
+            )
+            if is_main_process():
+                save_error_report(trainer.args.output_dir, evaluation.prefix, report.to_dict())
+
+
+def evaluation_passes(trainer: FlaxTrainer) -> list[Any]:
+    """The passes of the last ``evaluate`` / ``predict``: ``trainer.last_evaluations`` (one
+    per named evaluation set) where the trainer keeps them, else ``[trainer.last_evaluation]``
+    (only the last set's pass when there are several); empty before any evaluation."""
+    passes = getattr(trainer, "last_evaluations", None)
+    if passes:
+        return list(passes)
+    last = getattr(trainer, "last_evaluation", None)
+    return [] if last is None else [last]

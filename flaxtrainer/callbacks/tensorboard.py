@@ -116,17 +116,21 @@ class TensorBoard(Callback):
         self._end_of_event(trainer)
 
     def _error_report(self, trainer: FlaxTrainer, writer: MetricWriter, step: int) -> None:
-        """The last pass's entity error report, if any: its table as text
-        (``<prefix>/entity_errors``) and its confusion matrix as an image
-        (``<prefix>/entity_confusion``); see ``flaxtrainer.error_report``."""
-        evaluation = trainer.last_evaluation
-        report = None if evaluation is None else evaluation.error_report
-        if report is None:
-            return
-        from flaxtrainer.error_report import confusion_image
+        """Each pass's entity error report, if any (``evaluation_passes``: every named set's
+        where the trainer keeps them): its table as text (``<prefix>/entity_errors``) and its
+        confusion matrix as an image (``<prefix>/entity_confusion``); see
+        ``flaxtrainer.error_report``."""
+        from flaxtrainer.callbacks.error_report import evaluation_passes
 
-        writer.write_text(step, f"{evaluation.prefix}/entity_errors", report.markdown())
-        writer.write_image(step, f"{evaluation.prefix}/entity_confusion", confusion_image(report))
+        for evaluation in evaluation_passes(trainer):
+            report = evaluation.error_report
+            if report is None:
+                continue
+            from flaxtrainer.error_report import confusion_image
+
+            prefix = evaluation.prefix
+            writer.write_text(step, f"{prefix}/entity_errors", report.markdown())
+            writer.write_image(step, f"{prefix}/entity_confusion", confusion_image(report))
 
     def _end_of_event(self, trainer: FlaxTrainer) -> None:
         """Flush during training; outside it, close, so that the events are surely on disk."""
