@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from flaxtrainer.batching import HostBatch, PackingBatcher, balanced_plan, eval_plan
 from flaxtrainer.errors import UserError
-from flaxtrainer.sharded_data import global_features, num_examples, put_host_batch
+from flaxtrainer.input_pipeline import PlacedBatch
+from flaxtrainer.sharded_data import num_examples
 from flaxtrainer.sharding import to_host
 
 if TYPE_CHECKING:
@@ -193,41 +193,32 @@ def evaluation_loop(trainer: FlaxTrainer, dataset: Any, prefix: str) -> EvalLoop
     """One pass of ``trainer``'s current parameters over ``dataset``; metrics prefixed
     ``{prefix}_`` (the task's metrics and ``loss`` only when the dataset has gold labels)."""
     start = time.perf_counter()
-    _, features, batcher = trainer._prepare(dataset)
+    data = trainer.inputs.prepare(dataset)
     params = trainer._eval_params()
-    grid = None
-    if isinstance(batcher, PackingBatcher):
-        plan = balanced_plan(batcher.lengths, trainer.eval_batch_size)
-        grid = batcher.plan_grid(
-            plan, multiple=trainer.num_devices, width_cost=trainer._width_cost()
-        )
-    else:
-        plan = eval_plan(
-            batcher.lengths, trainer.eval_batch_size, sort_by_length=len(batcher.widths) > 1
-        )
-    outputs: list[dict[str, np.ndarray] | None] = [None] * len(batcher.lengths)
+    plan, grid = data.eval_plan(trainer.eval_batch_size, multiple=trainer.num_devices)
+    outputs: list[dict[str, np.ndarray] | None] = [None] * len(data.lengths)
     totals = {"loss_sum": 0.0, "count": 0}
 
-    def collect(host: HostBatch, result: Any) -> None:
+    def collect(host: PlacedBatch, result: Any) -> None:
         batch_outputs, loss_sum, count = to_host(result)
         totals["loss_sum"] += float(loss_sum)
         totals["count"] += int(count)
         for index, row, first in zip(host.indices, *host.placements()):
             if index >= 0:
-                end = first + batcher.lengths[index]
+                end = first + data.lengths[index]
                 outputs[index] = {k: v[row, first:end] for k, v in batch_outputs.items()}
 
-    pending: deque[tuple[HostBatch, Any]] = deque()
+    pending: deque[tuple[PlacedBatch, Any]] = deque()
     for indices in plan:
-        host = trainer._collate(batcher, indices, trainer.eval_batch_size, (), grid)
+        host = data.batch(indices, trainer.eval_batch_size, (), grid)
         trainer._record_shape(trainer._eval_shapes, host.shape)
-        device_batch = put_host_batch(host, trainer.mesh)
+        device_batch = host.put(trainer.mesh)
         pending.append((host, trainer._eval_step(params, trainer._rest, device_batch)))
         if len(pending) > 2:
             collect(*pending.popleft())
     while pending:
         collect(*pending.popleft())
-    features = global_features(batcher, features)  # multi-host: every process's features
+    features = data.all_features()  # multi-host: every process's features
 
     metrics: dict[str, float] = {}
     report = None

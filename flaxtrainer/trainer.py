@@ -36,14 +36,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from flaxtrainer.args import TrainingArguments
-from flaxtrainer.batching import (
-    Batcher,
-    HostBatch,
-    LengthGroupedSampler,
-    PackingBatcher,
-    PackingGrid,
-    bucket_widths,
-)
+from flaxtrainer.batching import LengthGroupedSampler, PackingGrid
 from flaxtrainer.callbacks import (
     Callback,
     CallbackList,
@@ -61,9 +54,9 @@ from flaxtrainer.evaluation import (
     evaluation_loop,
     without_missing_gold,
 )
+from flaxtrainer.input_pipeline import InputPipeline, PlacedBatch, PreparedData
 from flaxtrainer.optim import make_optimizer, make_schedule
 from flaxtrainer.preemption import InterruptGuard, TrainingInterrupted
-from flaxtrainer.sharded_data import ShardedBatcher, put_host_batch
 from flaxtrainer.sharding import (
     data_parallel_size,
     make_mesh,
@@ -118,7 +111,7 @@ class _Totals:
     samples: int = 0
     start: float = field(default_factory=time.perf_counter, compare=False)
 
-    def add_batch(self, batch: HostBatch) -> None:
+    def add_batch(self, batch: PlacedBatch) -> None:
         self.real_tokens += batch.real_tokens
         self.computed_tokens += batch.computed_tokens
         self.samples += int((batch.indices >= 0).sum())
@@ -201,7 +194,6 @@ class FlaxTrainer:
         self.checkpointer: Checkpointer | None = None
         self._interrupt = InterruptGuard()
 
-        self._prepared: dict[int, tuple[Any, Sequence[dict[str, Any]], Batcher]] = {}
         self._gold_free: dict[int, tuple[Any, Any]] = {}
         self._train_shapes: set[tuple[int, ...]] = set()
         self._eval_shapes: set[tuple[int, ...]] = set()
@@ -215,7 +207,9 @@ class FlaxTrainer:
         self._session_start_step = 0
         self._step_metrics_at: int | None = None
         self._input_names = tuple(task.model_input_names)
-        self.packing = self._packing_supported()
+        #: Dataset -> features -> layout -> placement (``flaxtrainer.input_pipeline``).
+        self.inputs = InputPipeline(task, model, args, self.mesh, tokenizer)
+        self.packing = self.inputs.packing
         self._train_grid: PackingGrid | None = None
         self._eval_step = jit_eval_step(
             make_eval_step(
@@ -318,7 +312,7 @@ class FlaxTrainer:
             model, output_dir or self.args.output_dir, tokenizer=self.tokenizer, state=self.state
         )
 
-    def _init_training(self) -> tuple[LengthGroupedSampler, Batcher]:
+    def _init_training(self) -> tuple[LengthGroupedSampler, PreparedData]:
         """Check inputs; build sampler, schedule, optimizer, jitted step, train state, TrainerState."""
         args = self.args
         if self.train_dataset is None:
@@ -331,7 +325,7 @@ class FlaxTrainer:
                 "eval_dataset was given: pass eval_dataset, or set eval_strategy='no'."
             )
         check_eval_sets(args, self.eval_dataset)  # several sets: which one picks the best?
-        _, _, batcher = self._prepare(self.train_dataset)
+        batcher = self.inputs.prepare(self.train_dataset)
         accum = args.gradient_accumulation_steps
         sampler = LengthGroupedSampler(
             batcher.lengths,
@@ -346,14 +340,13 @@ class FlaxTrainer:
             max_steps = args.max_steps
         else:
             max_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-        if isinstance(batcher, PackingBatcher):  # one grid for the whole run: one shape
-            epochs = range(math.ceil(max_steps / steps_per_epoch))
-            self._train_grid = batcher.plan_grid(
-                [b for e in epochs for b in sampler.epoch(e)],
-                micro_size=self.train_batch_size,
-                multiple=self.num_devices,
-                width_cost=self._width_cost(),
-            )
+        epochs = range(math.ceil(max_steps / steps_per_epoch))
+        self._train_grid = batcher.plan(  # packing: one grid for the whole run, one shape
+            (b for e in epochs for b in sampler.epoch(e)),  # read only by a layout that plans
+            micro_size=self.train_batch_size,
+            multiple=self.num_devices,
+        )
+        logger.info("Training batches: %s.", batcher.layout.describe(self._train_grid))
         self._schedule = make_schedule(args, max_steps)
         tx = make_optimizer(args, self._schedule)
         self._train_step = jit_train_step(
@@ -388,7 +381,7 @@ class FlaxTrainer:
         return sampler, batcher
 
     def _train_loop(
-        self, sampler: LengthGroupedSampler, batcher: Batcher, session: _Totals
+        self, sampler: LengthGroupedSampler, batcher: PreparedData, session: _Totals
     ) -> None:
         """Epochs of steps until ``max_steps`` or a stop; log / evaluate / save on the cadence."""
         state, control, train_step = self.state, self.control, self._train_step
@@ -405,7 +398,7 @@ class FlaxTrainer:
             control._new_epoch()
             self.callbacks.on_epoch_begin(self)
             host_batches = (
-                self._collate(batcher, indices, rows, (accum,), self._train_grid)
+                batcher.batch(indices, rows, (accum,), self._train_grid)
                 for _, indices in sampler.iter_epoch(epoch, state.step_in_epoch)
             )
             for host, device in prefetch_to_device(host_batches, self._put_train_batch, size=2):
@@ -731,98 +724,8 @@ class FlaxTrainer:
         """Model inputs passed to the model: the task's names (filtered per dataset by Batcher)."""
         return self._input_names
 
-    def _prepare(self, dataset: Any) -> tuple[Any, Sequence[dict[str, Any]], Batcher]:
-        """``task.prepare`` once per dataset object, and its Batcher."""
-        cached = self._prepared.get(id(dataset))
-        if cached is not None and cached[0] is dataset:
-            return cached
-        if jax.process_count() > 1:  # each process prepares its shard (sharded_data.py)
-            batcher = ShardedBatcher.prepare(
-                self.task, dataset, self._input_names, self._widths, self._pad_values(), self.mesh
-            )
-            entry = (dataset, batcher.features, batcher)
-            self._prepared[id(dataset)] = entry
-            return entry
-        features = self.task.prepare(dataset)
-        lengths = (
-            np.array([len(f["labels"]) for f in features], dtype=np.int64)
-            if features
-            else np.zeros(0)
-        )
-        if self.packing:
-            batcher = PackingBatcher(
-                features,
-                self._input_names,
-                self._widths(lengths)[-1],
-                self._pad_values(),
-                position_offset=self.model.config.position_offset,
-            )
-        else:
-            widths = self._widths(lengths)
-            batcher = Batcher(features, self._input_names, widths, self._pad_values())
-        entry = (dataset, features, batcher)
-        self._prepared[id(dataset)] = entry
-        return entry
-
-    def _widths(self, lengths: np.ndarray) -> tuple[int, ...]:
-        max_length = getattr(self.task, "max_seq_length", None)
-        if max_length is None:
-            max_length = int(lengths.max()) if lengths.size else 1
-        if self.args.pad_to_max_length or self.packing:
-            return (int(max_length),)
-        if self.args.bucket_widths:
-            return tuple(self.args.bucket_widths)
-        return bucket_widths(int(max_length), self.args.max_buckets)
-
-    def _pad_values(self) -> dict[str, int]:
-        pad_id = getattr(self.task, "pad_token_id", None)
-        if pad_id is None and self.tokenizer is not None:
-            pad_id = getattr(self.tokenizer, "pad_token_id", None)
-        return {"input_ids": int(pad_id or 0)}
-
-    def _packing_supported(self) -> bool:
-        """Whether batches are packed (``args.packing``; unset: whenever it is supported).
-
-        Packing needs the model to read ``attention_mask`` values as segment ids and to take
-        ``position_ids`` (flaxtrainer's encoders, recognised by ``config.position_offset``), the
-        task to feed ``attention_mask``, and one process (multi-host batches are assembled
-        row by row, one feature per row).
-        """
-        args = self.args
-        if args.packing is False or args.pad_to_max_length or args.bucket_widths:
-            return False
-        offset = getattr(getattr(self.model, "config", None), "position_offset", None)
-        problems = []
-        if not isinstance(offset, int):
-            problems.append("the model has no config.position_offset (not a flaxtrainer encoder)")
-        if "attention_mask" not in self._input_names:
-            problems.append("the task's model_input_names lack attention_mask")
-        if jax.process_count() > 1:
-            problems.append("packing runs on one process only")
-        if problems and args.packing:
-            raise ValueError("packing=True: " + "; ".join(problems) + ". Set packing=False.")
-        return not problems
-
-    def _collate(
-        self,
-        batcher: Batcher,
-        indices: np.ndarray,
-        rows: int,
-        leading: tuple[int, ...],
-        grid: PackingGrid | None,
-    ) -> HostBatch:
-        """``batcher.batch``; a packing batcher also gets its planned grid."""
-        if isinstance(batcher, PackingBatcher):
-            return batcher.batch(indices, rows, leading, grid=grid)
-        return batcher.batch(indices, rows, leading)
-
-    def _width_cost(self) -> float | None:
-        """Row width at which attention costs about as much as the rest of a layer (see
-        ``PackingBatcher.plan_grid``): the model's ``d_model``."""
-        return getattr(getattr(self.model, "config", None), "d_model", None)
-
-    def _put_train_batch(self, host: HostBatch) -> dict[str, jax.Array]:
-        return put_host_batch(host, self.mesh, batch_axis=1)
+    def _put_train_batch(self, host: PlacedBatch) -> dict[str, jax.Array]:
+        return host.put(self.mesh, batch_axis=1)
 
     def _record_shape(self, shapes: set[tuple[int, ...]], shape: tuple[int, ...]) -> None:
         shapes.add(tuple(shape))

@@ -10,7 +10,7 @@ import pytest
 from trainer.toy import ToyTask, make_dataset
 
 from flaxtrainer import TrainingArguments
-from flaxtrainer.batching import Batcher, LengthGroupedSampler, eval_plan
+from flaxtrainer.batching import Batcher, LengthGroupedSampler, PackingBatcher
 from flaxtrainer.distributed import (
     ENV_NUM_PROCESSES,
     ENV_PROCESS_ID,
@@ -22,13 +22,14 @@ from flaxtrainer.distributed import (
     encode_object,
     initialize_distributed,
 )
+from flaxtrainer.input_pipeline import Placement, PreparedData
+from flaxtrainer.layouts import PackedLayout, PaddedLayout
 from flaxtrainer.sharded_data import (
-    ShardedBatcher,
-    _together,
     capacity_levels,
     num_examples,
     shard_bounds,
     shard_dataset,
+    together,
 )
 from flaxtrainer.sharding import assemble_rows, make_mesh, process_rows
 
@@ -139,8 +140,8 @@ def test_single_process_collectives_are_trivial():
         raise KeyError("bad row")
 
     with pytest.raises(KeyError, match="bad row"):
-        _together(fail, "preparing")
-    assert _together(lambda: 3, "preparing") == 3
+        together(fail, "preparing")
+    assert together(lambda: 3, "preparing") == 3
 
 
 # ----------------------------------------------------------------------------------- data
@@ -268,36 +269,54 @@ def _assemble(blocks, positions, pad_values):
     return out
 
 
+def _fake_processes(features, layout_for, split, positions):
+    """The single-process data and two fake processes holding ``features[:split]`` and
+    ``features[split:]``, as ``InputPipeline.prepare`` builds them."""
+    lengths = np.array([len(f["labels"]) for f in features], np.int64)
+    full = PreparedData(features, layout_for(features), Placement.single(lengths))
+    counts = (split, len(features) - split)
+    parts = (features[:split], features[split:])
+    fakes = []
+    for p, part in enumerate(parts):
+        layout = layout_for(part)
+        layout.local.example_id_offset = split * p  # as InputPipeline sets it
+        placement = Placement(
+            lengths, counts, process_index=p, local_devices=2, row_positions=positions
+        )
+        fakes.append(PreparedData(part, layout, placement))
+    return full, fakes
+
+
+def _plans(full, batch_size=16, accum=2, eval_size=12):
+    sampler = LengthGroupedSampler(full.lengths, batch_size, seed=1, balance_tokens=full.packed)
+    plans = [(batch, batch_size, (accum,)) for batch in sampler.epoch(0)]
+    assert len(plans[-1][0]) < batch_size or any(len(b) < batch_size for b, _, _ in plans)
+    train_grid = full.plan([b for b, _, _ in plans], micro_size=batch_size // accum, multiple=4)
+    eval_batches, eval_grid = full.eval_plan(eval_size, multiple=4)
+    return [(b, r, lead, train_grid) for b, r, lead in plans] + [
+        (b, eval_size, (), eval_grid) for b in eval_batches
+    ]
+
+
 def test_process_blocks_rebuild_the_single_process_batches():
-    """Each of 2 fake processes holds a contiguous slice of the features; assembling their
-    blocks gives exactly the single-process batch (row order included) for every training
-    batch of an epoch (gradient accumulation, a last partial batch) and every eval batch."""
+    """Padded layout: each of 2 fake processes holds a contiguous slice of the features;
+    assembling their blocks gives exactly the single-process batch (row order included) for
+    every training batch of an epoch (gradient accumulation, a last partial batch) and every
+    eval batch."""
     task = ToyTask()
     features = task.prepare(make_dataset(37, seed=3, max_len=30))
-    widths, pads = (16, 32), {"input_ids": 0}
-    full = Batcher(features, task.model_input_names, widths, pads)
-    split = 15
-    counts = [split, len(features) - split]
+    pads = {"input_ids": 0}
     positions = _interleaved_rows(processes=2, devices=2)
-    sharded = [
-        ShardedBatcher(
-            Batcher(part, task.model_input_names, widths, pads),
-            full.lengths,
-            counts,
-            process_index=p,
-            local_devices=2,
-            row_positions=positions,
-        )
-        for p, part in enumerate((features[:split], features[split:]))
-    ]
-    sampler = LengthGroupedSampler(full.lengths, 8 * 2, seed=1)
-    plans = [(batch, 16, (2,)) for batch in sampler.epoch(0)]
-    plans += [(batch, 12, ()) for batch in eval_plan(full.lengths, 12, sort_by_length=True)]
-    assert len(plans[len(sampler) - 1][0]) < 16  # a partial training batch is among them
+    full, fakes = _fake_processes(
+        features,
+        lambda fs: PaddedLayout(Batcher(fs, task.model_input_names, (16, 32), pads)),
+        15,
+        positions,
+    )
     capacities = set()
-    for indices, rows, leading in plans:
-        want = full.batch(indices, rows, leading=leading)
-        blocks = [s.batch(indices, rows, leading=leading) for s in sharded]
+    for indices, rows, leading, grid in _plans(full):
+        want = full.batch(indices, rows, leading, grid)
+        blocks = [fake.batch(indices, rows, leading, grid) for fake in fakes]
         for block in blocks:
             assert block.shape == want.shape
             assert (block.real_tokens, block.computed_tokens) == (
@@ -305,13 +324,51 @@ def test_process_blocks_rebuild_the_single_process_batches():
                 want.computed_tokens,
             )
             np.testing.assert_array_equal(block.indices, want.indices)
+            np.testing.assert_array_equal(block.rows, want.rows)
         np.testing.assert_array_equal(blocks[0].source_rows, blocks[1].source_rows)
-        got = _assemble(blocks, positions, full.pad_values)
+        got = _assemble(blocks, positions, blocks[0].pad_values)
         assert got.keys() == want.arrays.keys()
         for name, array in want.arrays.items():
             np.testing.assert_array_equal(got[name], array, err_msg=name)
         capacities.add(blocks[0].arrays["input_ids"].shape[-2])
-    assert min(capacities) < max(rows for _, rows, _ in plans)  # blocks smaller than batches
+    assert min(capacities) < 16  # blocks smaller than batches
+
+
+def test_packed_process_blocks_hold_every_feature_at_its_place():
+    """Packed layout on 2 fake processes: each packs its own share of every micro-batch; the
+    assembled batch has the planned (single) shape, the same on every process, and holds each
+    feature's tokens, segment and positions at its ``placements()``."""
+    task = ToyTask()
+    features = task.prepare(make_dataset(53, seed=4, max_len=30))
+    names = (*task.model_input_names, "attention_mask")
+    positions = _interleaved_rows(processes=2, devices=2)
+    full, fakes = _fake_processes(
+        features,
+        lambda fs: PackedLayout(PackingBatcher(fs, names, 32, {"input_ids": 0})),
+        20,
+        positions,
+    )
+    shapes = set()
+    for indices, rows, leading, grid in _plans(full):
+        blocks = [fake.batch(indices, rows, leading, grid) for fake in fakes]
+        assert blocks[0].shape == blocks[1].shape == (*leading, grid.rows, grid.width)
+        shapes.add(blocks[0].shape)
+        got = _assemble(blocks, positions, blocks[0].pad_values)
+        flat = {k: v.reshape(-1, v.shape[-1]) for k, v in got.items()}
+        for index, row, start in zip(blocks[0].indices, *blocks[0].placements()):
+            if index < 0:
+                continue
+            feature = features[index]
+            end = start + len(feature["labels"])
+            for name in ("input_ids", "labels"):
+                np.testing.assert_array_equal(flat[name][row, start:end], feature[name])
+            assert (flat["position_ids"][row, start:end] == np.arange(end - start)).all()
+            segment = flat["attention_mask"][row, start:end]
+            assert segment.min() == segment.max() > 0
+        real = sum(len(features[i]["labels"]) for i in indices)
+        assert (flat["labels"] != -100).sum() <= real == blocks[0].real_tokens
+        assert (flat["attention_mask"] > 0).sum() == real
+    assert len({s for s in shapes if len(s) == 3}) == 1  # one training shape
 
 
 def test_assemble_rows_on_devices():

@@ -76,7 +76,7 @@ def test_bucketing_bounds_compilations_and_reports_padding(make_args):
         ToyTagger(), ToyTask(), make_args(max_steps=12, logging_steps=4), train_dataset=data
     )
     out = trainer.train()
-    widths = trainer._prepare(trainer.train_dataset)[2].widths
+    widths = trainer.inputs.prepare(trainer.train_dataset).widths
     assert widths == (16, 32)
     compiled = out.metrics["train_compiled_shapes"]
     assert compiled == len(trainer._train_shapes) and 1 <= compiled <= len(widths)

@@ -53,7 +53,7 @@ def test_predict_decodes_in_order_with_label_ids(trainer):
 
 
 def test_eval_compilations_bounded_by_widths(trainer):
-    widths = trainer._prepare(trainer.task and trainer.last_evaluation.dataset)[2].widths
+    widths = trainer.inputs.prepare(trainer.last_evaluation.dataset).widths
     assert len(trainer._eval_shapes) <= len(widths)
     assert trainer._eval_step._cache_size() == len(trainer._eval_shapes)
     assert trainer.state.num_compilations == len(trainer._eval_shapes)

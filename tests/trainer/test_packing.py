@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from flaxtrainer import FlaxTrainer, TrainingArguments
-from flaxtrainer.batching import LengthGroupedSampler, PackingBatcher
+from flaxtrainer.batching import LengthGroupedSampler
 from flaxtrainer.models import BertConfig, BertForTokenClassification
 from flaxtrainer.models.roberta import RobertaConfig, RobertaForTokenClassification
 
@@ -140,6 +140,6 @@ def test_packing_is_on_only_where_supported(make_args, tmp_path):
     for layout in ({"pad_to_max_length": True}, {"bucket_widths": [16, 32]}, {"packing": False}):
         trainer = FlaxTrainer(tiny_bert(), ToyTask(), make_args(**layout))
         assert not trainer.packing
-        assert not isinstance(trainer._prepare(make_dataset(4))[2], PackingBatcher)
+        assert not trainer.inputs.prepare(make_dataset(4)).packed
     with pytest.raises(ValueError, match="packing=True conflicts"):
         TrainingArguments(output_dir=str(tmp_path), packing=True, pad_to_max_length=True)
