@@ -9,6 +9,11 @@ is nothing but extra CLI flags, and any new option can join the grid by name:
     python benchmarks/accuracy.py --out_dir /tmp/acc --configs default \\
         --config crf="--crf" --config ctx64="--context_size 64"      # ad-hoc configs
 
+`--do_predict` also scores the test split (`test_f1`). Each run records its train throughput
+(`train_samples_per_second`, `train_tokens_per_second` from train_results.json, compilation
+included) and the 1-minute load average before and after it: on a shared machine the throughput
+is contended, the F1 is not.
+
 Every run writes its log and results under `out_dir/runs/<dataset>/<config>/e<E>-s<seed>/`;
 `out_dir/accuracy.json` (every run, the fixed job, per-cell mean/std) and `out_dir/accuracy.md`
 (the table) are rewritten after each run, so an interrupted study keeps what it finished, and
