@@ -78,11 +78,14 @@ def _step_timer(clock: CompileClock):
         (at train end if training stops early)."""
 
         begin = first_step_end = end = None
+        first_step_end_unix = None
+        rusage_begin = rusage_first = rusage_end = None
         first_step_tokens = 0
         steps = 0
 
         def on_train_begin(self, trainer) -> None:
             clock.phase = "train"
+            self.rusage_begin = spec.rusage_now()
             self.begin = time.perf_counter()
 
         def on_step_end(self, trainer) -> None:
@@ -90,6 +93,8 @@ def _step_timer(clock: CompileClock):
             if self.first_step_end is None:
                 _sync(trainer)
                 self.first_step_end = time.perf_counter()
+                self.first_step_end_unix = time.time()
+                self.rusage_first = spec.rusage_now()
                 self.first_step_tokens = trainer.state.num_input_tokens_seen
             if trainer.state.global_step >= trainer.state.max_steps:
                 self._stop(trainer)
@@ -101,6 +106,7 @@ def _step_timer(clock: CompileClock):
         def _stop(self, trainer) -> None:
             _sync(trainer)
             self.end = time.perf_counter()
+            self.rusage_end = spec.rusage_now()
             clock.phase = None
 
     return StepTimer()
@@ -155,7 +161,7 @@ def run(
     import jax
     from transformers import AutoTokenizer
 
-    from flaxtrainer import FlaxTrainer, TrainingArguments
+    from flaxtrainer import FlaxTrainer, TrainingArguments, allocator
     from flaxtrainer.models import from_pretrained
     from flaxtrainer.tasks import TokenClassificationTask
 
@@ -259,8 +265,12 @@ def run(
         "trainer_reported_f1": prediction.metrics.get("test_f1"),
         "peak_rss_mib": spec.peak_rss_mib(),
         "process_wall_s": time.perf_counter() - _PROCESS_START,
+        "train_rusage": spec.rusage_delta(timer.rusage_begin, timer.rusage_end),
+        "train_rusage_after_first_step": spec.rusage_delta(timer.rusage_first, timer.rusage_end),
+        "first_step_end_unix_s": timer.first_step_end_unix,
         "environment": {
             **spec.environment(),
+            "malloc": dict(allocator.applied),
             "jax": jax.__version__,
             "backend": jax.default_backend(),
             "devices": devices,
@@ -284,16 +294,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_train_epochs", type=float, default=spec.NUM_EPOCHS)
     parser.add_argument(
         "--compilation_cache_dir",
-        type=Path,
-        default=None,
-        help="JAX persistent compilation cache (required by --mode warm)",
+        default="none",
+        help="JAX persistent compilation cache folder (required by --mode warm); default none: "
+        "no cache, every run compiles (flaxtrainer's own default, auto, would use ~/.cache)",
     )
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.training_arg)
-    if args.mode == "warm" and args.compilation_cache_dir is None:
+    if args.mode == "warm" and args.compilation_cache_dir == "none":
         parser.error("--mode warm needs --compilation_cache_dir (filled by an earlier run)")
-    if args.compilation_cache_dir is not None:
-        overrides["compilation_cache_dir"] = str(args.compilation_cache_dir)
+    overrides["compilation_cache_dir"] = args.compilation_cache_dir
     result = run(args.mode, args.data_dir, args.model_dir, overrides, args.num_train_epochs)
     spec.write_result(args.result_json, result)
 

@@ -57,22 +57,31 @@ def _timer_callback(collator: CountingCollator):
         step (at train end if training stops early), as the flaxtrainer runs measure."""
 
         begin = first_step_end = end = None
+        first_step_end_unix = None
+        rusage_begin = rusage_first = rusage_end = None
         steps = 0
 
         def on_train_begin(self, args, state, control, **kwargs):
+            self.rusage_begin = spec.rusage_now()
             self.begin = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.steps += 1
             if self.first_step_end is None:
                 self.first_step_end = time.perf_counter()
+                self.first_step_end_unix = time.time()
+                self.rusage_first = spec.rusage_now()
             if state.global_step >= state.max_steps:
-                self.end = time.perf_counter()
+                self._stop()
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.end is None:
-                self.end = time.perf_counter()
+                self._stop()
             collator.recording = False  # evaluation reuses the collator
+
+        def _stop(self):
+            self.end = time.perf_counter()
+            self.rusage_end = spec.rusage_now()
 
     return StepTimer()
 
@@ -238,6 +247,9 @@ def run(
         "trainer_reported_f1": float(prediction.metrics["test_f1"]),
         "peak_rss_mib": spec.peak_rss_mib(),
         "process_wall_s": time.perf_counter() - _PROCESS_START,
+        "train_rusage": spec.rusage_delta(timer.rusage_begin, timer.rusage_end),
+        "train_rusage_after_first_step": spec.rusage_delta(timer.rusage_first, timer.rusage_end),
+        "first_step_end_unix_s": timer.first_step_end_unix,
         "environment": {
             **spec.environment(),
             "torch": torch.__version__,

@@ -56,6 +56,9 @@ RESULT_FIELDS: tuple[str, ...] = (
     "trainer_reported_f1",
     "peak_rss_mib",
     "process_wall_s",
+    "train_rusage",
+    "train_rusage_after_first_step",
+    "first_step_end_unix_s",
     "environment",
 )
 
@@ -178,6 +181,22 @@ def peak_rss_mib() -> float:
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return max(own, children) * scale / 2**20
+
+
+def rusage_now() -> dict[str, float]:
+    """This process's CPU times and page faults so far (for differences over a phase)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "user_s": ru.ru_utime,
+        "sys_s": ru.ru_stime,
+        "minflt": ru.ru_minflt,
+        "majflt": ru.ru_majflt,
+    }
+
+
+def rusage_delta(begin: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+    """`end - begin` per field of `rusage_now()`: the CPU time and faults of a phase."""
+    return {key: end[key] - begin[key] for key in begin}
 
 
 def rates(

@@ -10,7 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from flaxtrainer import allocator as _allocator
+
 __version__ = "0.1.0"
+
+# Before anything starts the XLA runtime: glibc malloc settings (FLAXTRAINER_MALLOC=off: none).
+_allocator.configure()
 
 _LAZY = {
     "FlaxTrainer": "flaxtrainer.trainer",

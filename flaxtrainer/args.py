@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from flaxtrainer.compilation import resolve_cache_dir
 from flaxtrainer.distributed import check_settings
 
 SchedulerType = Literal["linear", "cosine", "constant", "constant_with_warmup"]
@@ -235,6 +236,15 @@ class TrainingArguments:
     max_buckets: int = field(
         default=8, metadata=_help("At most this many automatic bucket widths (compiled shapes).")
     )
+    group_by_length: bool = field(
+        default=False,
+        metadata=_help(
+            "Group sentences of similar length into each step (less padding in padded rows; "
+            "suits --packing false). Default: token-balanced steps (each step about the same "
+            "number of tokens, which packs well). The rule does not depend on the layout, so "
+            "packed and padded runs train on the same steps."
+        ),
+    )
     dropout_rng: DropoutRng = field(
         default="hash",
         metadata=_help(
@@ -244,11 +254,13 @@ class TrainingArguments:
         ),
     )
     compilation_cache_dir: str | None = field(
-        default=None,
+        default="auto",
         metadata=_help(
             "JAX persistent compilation cache: later runs with the same shapes load the compiled "
-            "steps from this directory instead of compiling them (e.g. ~/.cache/flaxtrainer/jax). "
-            "Default: off, unless JAX_COMPILATION_CACHE_DIR is set."
+            "steps from this directory instead of compiling them. auto (default): "
+            "$FLAXTRAINER_COMPILATION_CACHE_DIR if set, else none if JAX_COMPILATION_CACHE_DIR is "
+            "set (JAX uses that), else $XDG_CACHE_HOME/flaxtrainer/jax (~/.cache/flaxtrainer/jax, "
+            "at most 2 GiB). none: off."
         ),
     )
     seed: int = field(
@@ -393,8 +405,7 @@ class TrainingArguments:
             self.dropout_rng in DROPOUT_RNGS,
             f"dropout_rng must be one of {DROPOUT_RNGS}, got {self.dropout_rng!r}.",
         )
-        if self.compilation_cache_dir is not None:
-            self.compilation_cache_dir = os.path.expanduser(os.fspath(self.compilation_cache_dir))
+        self.compilation_cache_dir = resolve_cache_dir(self.compilation_cache_dir)
 
         if self.eval_strategy is None:
             self.eval_strategy = "steps" if self.do_eval else "no"

@@ -9,3 +9,5 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No persistent compilation cache in the user's home (TrainingArguments default: "auto").
+os.environ.setdefault("FLAXTRAINER_COMPILATION_CACHE_DIR", "none")
