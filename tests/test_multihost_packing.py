@@ -1,0 +1,150 @@
+"""Packing on several processes: the command line at its defaults on 2 processes x 2 CPU
+devices trains like 1 process x 4 devices, and both pack.
+
+Each process packs its own share of every micro-batch into rows of a grid planned from the
+global lengths (``flaxtrainer.input_pipeline``), so the packed rows differ from the
+single-process ones; the loss is a global sum over a global count, so only the summation order
+differs. Dropout masks are keyed by each token's example id and position
+(``example_ids``), not by its row: with dropout on, the runs agree only where that keying is in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli.conftest import build_tiny_bert, make_sentences, write_conll
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 420  # seconds per run; a hung collective fails the test instead of stalling CI
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _model(root: Path, dropout: bool) -> Path:
+    folder = build_tiny_bert(root / "model")
+    if not dropout:
+        config_file = folder / "config.json"
+        config = json.loads(config_file.read_text())
+        config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        config_file.write_text(json.dumps(config, indent=1))
+    return folder
+
+
+def _run(root: Path, name: str, model: Path, data: dict[str, Path], processes: int) -> Path:
+    """The CLI at its defaults (but a short run) on ``processes`` x ``4 // processes`` devices;
+    returns its output directory. Logs in ``root/name/log<pid>.txt``."""
+    run_dir = root / name
+    run_dir.mkdir()
+    out = run_dir / "out"
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={4 // processes}",
+        "JAX_PLATFORMS": "cpu",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    command = [
+        sys.executable, "-m", "flaxtrainer",
+        "--model_name_or_path", str(model),
+        "--train_file", str(data["train"]),
+        "--validation_file", str(data["validation"]),
+        "--output_dir", str(out),
+        "--do_train", "--do_eval",
+        "--per_device_train_batch_size", "4",
+        "--num_train_epochs", "3",
+        "--max_seq_length", "32",
+        "--logging_steps", "1",
+        "--disable_tqdm",
+        "--report_to", "none",
+    ]  # fmt: skip
+    port = _free_port()
+    procs = []
+    for pid in range(processes):
+        extra = []
+        if processes > 1:
+            extra = ["--coordinator_address", f"127.0.0.1:{port}"]
+            extra += ["--num_processes", str(processes), "--process_id", str(pid)]
+        log = run_dir / f"log{pid}.txt"
+        with log.open("w") as stream:
+            procs.append(
+                (
+                    subprocess.Popen(
+                        [*command, *extra], stdout=stream, stderr=subprocess.STDOUT, env=env
+                    ),
+                    log,
+                )
+            )
+    try:
+        for proc, _ in procs:
+            proc.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        for proc, _ in procs:
+            proc.kill()
+        pytest.fail(f"{name}: a process ran past {TIMEOUT} s (hung collective?)")
+    for pid, (proc, log) in enumerate(procs):
+        assert proc.returncode == 0, f"{name} process {pid} failed:\n{log.read_text()[-5000:]}"
+    return out
+
+
+def _weights(out: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(out / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("packing-data")
+    return {
+        "train": write_conll(folder / "train.conll", make_sentences(61, 0)),
+        "validation": write_conll(folder / "dev.conll", make_sentences(23, 1)),
+    }
+
+
+@pytest.mark.parametrize(
+    "dropout",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                reason="needs dropout keyed by example_ids (another change in progress); "
+                "until then masks follow the packed row positions, which differ",
+                strict=False,
+            ),
+        ),
+    ],
+)
+def test_two_processes_pack_and_train_like_one(tmp_path, data, dropout):
+    model = _model(tmp_path, dropout)
+    single = _run(tmp_path, "single", model, data, processes=1)
+    double = _run(tmp_path, "double", model, data, processes=2)
+
+    for name in ("single", "double"):
+        log = (tmp_path / name / "log0.txt").read_text()
+        assert "Training batches: packed" in log, log[-3000:]
+
+    want, have = _weights(single), _weights(double)
+    assert want.keys() == have.keys()
+    for key, value in want.items():
+        if "key.bias" in key:
+            continue  # attention is invariant to it: its updates are Adam-scaled rounding noise
+        np.testing.assert_allclose(have[key], value, rtol=0, atol=2e-5, err_msg=key)
+
+    want_eval = json.loads((single / "eval_results.json").read_text())
+    have_eval = json.loads((double / "eval_results.json").read_text())
+    assert have_eval["eval_loss"] == pytest.approx(want_eval["eval_loss"], rel=1e-5)
+    state = json.loads((double / "trainer_state.json").read_text())
+    single_state = json.loads((single / "trainer_state.json").read_text())
+    assert state["global_step"] == single_state["global_step"]
