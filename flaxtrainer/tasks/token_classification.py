@@ -20,7 +20,6 @@ on tags converted from the dataset's (e.g. IOB2 -> IOBES), override
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +40,11 @@ from flaxtrainer.tasks.alignment import (
     encode_words,
 )
 from flaxtrainer.tasks.base import Task
+from flaxtrainer.tasks.columns import gold_tag_ids, read_columns
 from flaxtrainer.tasks.context import DocumentContext
 from flaxtrainer.tasks.metrics import seqeval_metrics, tag_accuracy_metrics
 from flaxtrainer.tasks.schemes import OUTSIDE, TaggingScheme, get_scheme
+from flaxtrainer.tasks.stitching import examples_markdown, stitch_words
 
 if TYPE_CHECKING:
     from flaxtrainer.error_report import EntityErrorReport
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODES = (None, "strict")
-_MARKDOWN = re.compile(r"[\\`*_{}\[\]()<>#+\-.!|~]")
 
 
 class TokenClassificationTask(Task):
@@ -194,57 +194,11 @@ class TokenClassificationTask(Task):
     # --- reading datasets ----------------------------------------------------------------
     def _columns(self, dataset: Any) -> tuple[list[list[str]], list[list[str]] | None]:
         """Words and (converted) gold tag names of every example; tags None if absent."""
-        names = None
-        if isinstance(dataset, datasets.Dataset):
-            present = [c for c in ("tokens", "tags") if c in dataset.column_names]
-            columns = dataset.select_columns(present).with_format(None)[:]
-            inner = getattr(dataset.features.get("tags"), "feature", None)
-            names = list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
-        elif isinstance(dataset, Mapping):
-            columns = dataset
-        else:
-            rows = list(dataset)
-            columns = {"tokens": [r["tokens"] for r in rows]}
-            if rows and all("tags" in r for r in rows):
-                columns["tags"] = [r["tags"] for r in rows]
-        tokens = list(columns["tokens"])
-        raw_tags = columns.get("tags")
-        if raw_tags is None:
-            return tokens, None
-        names = names or self.source_label_names
-        tags = []
-        for i, sentence in enumerate(raw_tags):
-            if len(sentence) != len(tokens[i]):
-                raise ValueError(f"Example {i}: {len(tokens[i])} tokens but {len(sentence)} tags.")
-            if len(sentence) and not isinstance(sentence[0], str):  # ClassLabel ids
-                sentence = [names[t] for t in sentence]
-            tags.append(self.convert_tags(list(sentence)))
-        return tokens, tags
+        return read_columns(dataset, self.source_label_names, self.convert_tags)
 
     def _tag_ids(self, tags: list[list[str]]) -> list[np.ndarray]:
-        """Label ids of the gold word tags, for the loss. A tag outside the task's labels (data
-        with a tag the model was never trained on) gets IGNORE_INDEX, with a warning naming it
-        and its count: it takes no loss, while its gold string stays for the metrics (where the
-        model, which can't predict it, scores a miss)."""
-        out = []
-        unknown: dict[str, int] = {}
-        first = ""
-        for i, sentence in enumerate(tags):
-            ids = np.array([self._label2id.get(t, IGNORE_INDEX) for t in sentence], np.int32)
-            if np.any(ids == IGNORE_INDEX):
-                for j in np.flatnonzero(ids == IGNORE_INDEX):
-                    unknown[sentence[j]] = unknown.get(sentence[j], 0) + 1
-                first = first or f"example {i}, word {int(np.argmax(ids == IGNORE_INDEX))}"
-            out.append(ids)
-        if unknown:
-            logger.warning(
-                "Gold tags outside the task's labels (%s): %s (first: %s). Those words take no "
-                "loss and count as misses in the metrics (the model can't predict them).",
-                ", ".join(self.label_names),
-                ", ".join(f"{tag!r} x{n}" for tag, n in sorted(unknown.items())),
-                first,
-            )
-        return out
+        """Label ids of the gold word tags, for the loss (:func:`gold_tag_ids`)."""
+        return gold_tag_ids(tags, self._label2id, self.label_names)
 
     # --- features ------------------------------------------------------------------------
     def prepare(self, dataset: Any) -> list[dict]:
@@ -416,39 +370,13 @@ class TokenClassificationTask(Task):
     def word_predictions(
         self, dataset: Any, features: Sequence[dict], outputs: Sequence[Mapping[str, np.ndarray]]
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per example: label id and score of each word, from the token that owns it."""
-        if len(features) != len(outputs):
-            raise ValueError(f"{len(features)} features but {len(outputs)} outputs.")
+        """Per example: label id and score of each word, from the token that owns it
+        (:func:`flaxtrainer.tasks.stitching.stitch_words`)."""
         if dataset is None:
             n_examples = max((f["example_index"] + 1 for f in features), default=0)
         else:
             n_examples = len(dataset["tokens"] if isinstance(dataset, Mapping) else dataset)
-        fallback = self._label2id[self.fallback_label]
-        preds: list[np.ndarray | None] = [None] * n_examples
-        scores: list[np.ndarray | None] = [None] * n_examples
-        seen: list[np.ndarray | None] = [None] * n_examples
-        for feature, output in zip(features, outputs):
-            i = feature["example_index"]
-            if not 0 <= i < n_examples:
-                raise ValueError(
-                    f"A feature of example {i} is not from this {n_examples}-example dataset."
-                )
-            if preds[i] is None:
-                preds[i] = np.full(feature["num_words"], fallback, np.int32)
-                scores[i] = np.zeros(feature["num_words"], np.float32)
-                seen[i] = np.zeros(feature["num_words"], np.int32)
-            mask = np.asarray(feature["prediction_mask"])
-            words = feature["word_ids"][mask]
-            preds[i][words] = np.asarray(output["predictions"])[mask]
-            if "scores" in output:
-                scores[i][words] = np.asarray(output["scores"])[mask]
-            seen[i][words] += 1
-        for i in range(n_examples):
-            if preds[i] is None:
-                raise ValueError(f"Example {i} has no feature; pass all features of the dataset.")
-            if np.any(seen[i] > 1):
-                raise AssertionError(f"Example {i}: a word is owned by more than one window.")
-        return preds, scores  # type: ignore[return-value]
+        return stitch_words(features, outputs, n_examples, self._label2id[self.fallback_label])
 
     def decode(
         self, dataset: Any, features: Sequence[dict], outputs: Sequence[Mapping[str, np.ndarray]]
@@ -484,17 +412,7 @@ class TokenClassificationTask(Task):
             else dataset
         )
         words, gold = self._columns(head)
-        lines = []
-        for i, tags in enumerate(predicted):
-            marked = []
-            for j, (word, tag) in enumerate(zip(words[i], tags)):
-                word = _MARKDOWN.sub(r"\\\g<0>", word)
-                if gold is not None and gold[i][j] != tag:
-                    marked.append(f"**{word}/{tag} (gold {gold[i][j]})**")
-                else:
-                    marked.append(f"{word}/{tag}")
-            lines.append(f"{i + 1}. " + " ".join(marked))
-        return "\n".join(lines)
+        return examples_markdown(words, gold, predicted)
 
     @property
     def pad_token_id(self) -> int:
