@@ -33,6 +33,15 @@ logger = logging.getLogger(__name__)
 TAGS_COLUMN = "tags"
 
 
+class PredictionOutput(NamedTuple):
+    """``predictions``: ``task.decode`` output (word-level tags per example); ``label_ids``: each
+    feature's token labels (unpadded, -100 where no label); ``metrics``: prefixed metrics."""
+
+    predictions: Any
+    label_ids: list[np.ndarray]
+    metrics: dict[str, float]
+
+
 class EvalLoopOutput(NamedTuple):
     """One pass over a dataset: ``outputs[i]`` are ``task.predict_step`` arrays of feature ``i``
     cut to its length, as numpy. Kept as ``trainer.last_evaluation`` for callbacks (the last
@@ -264,3 +273,50 @@ def _num_samples(dataset: Any, features: Sequence[dict[str, Any]]) -> int:
 
 def _prefixed(prefix: str, key: str) -> str:
     return key if key.startswith(f"{prefix}_") else f"{prefix}_{key}"
+
+
+class TrainerEvaluation:
+    """``FlaxTrainer.evaluate`` / ``predict``: a base class of the trainer, whose loop is
+    :func:`evaluation_loop` (override these methods in a trainer subclass as usual)."""
+
+    def evaluate(self, dataset: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Metrics of the current parameters on ``dataset`` (default ``eval_dataset``).
+
+        Returns the task's metrics plus ``loss``, ``samples`` (examples), ``runtime`` and
+        ``samples_per_second``, each prefixed ``{metric_key_prefix}_``; logs them and fires
+        ``on_evaluate``. A dict of named sets gives each set's metrics prefixed
+        ``{metric_key_prefix}_{name}_``, merged into one log and one ``on_evaluate``
+        (``flaxtrainer.evaluation.evaluate_sets``).
+        """
+        dataset = self.eval_dataset if dataset is None else dataset
+        if dataset is None:
+            raise ValueError(
+                "FlaxTrainer.evaluate() needs a dataset: pass one, or eval_dataset to FlaxTrainer."
+            )
+        result, metrics = evaluate_sets(self, dataset, metric_key_prefix)
+        self.last_evaluation = result
+        self.log(metrics)
+        self.callbacks.on_evaluate(self, metrics)
+        return metrics
+
+    def predict(self, dataset: Any, metric_key_prefix: str = "test") -> PredictionOutput:
+        """Word-level predictions (``task.decode``) for ``dataset``, with metrics when it has labels.
+
+        A split without gold tags (a ``tags`` column of -1 only, as the readers give it, or
+        labels all -100 after ``task.prepare``) gets no loss and no task metrics: only
+        ``{prefix}_samples``, ``_runtime`` and ``_samples_per_second``.
+        """
+        result = self._evaluation_loop(dataset, metric_key_prefix)
+        predictions = self.task.decode(result.dataset, result.features, result.outputs)
+        label_ids = [np.asarray(f["labels"]) for f in result.features]
+        self.callbacks.on_predict(self, result.metrics)
+        return PredictionOutput(predictions, label_ids, result.metrics)
+
+    def _evaluation_loop(self, dataset: Any, prefix: str) -> EvalLoopOutput:
+        """Every feature once; see ``flaxtrainer.evaluation``. A split whose gold tags are all
+        -1 (no gold) loses them first, so that it gets no made-up loss or metrics."""
+        cached = self._gold_free.get(id(dataset))
+        if cached is None or cached[0] is not dataset:
+            cached = (dataset, without_missing_gold(dataset))
+            self._gold_free[id(dataset)] = cached
+        return evaluation_loop(self, cached[1], prefix)

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -49,14 +46,13 @@ from flaxtrainer.compilation import enable_compilation_cache
 from flaxtrainer.distributed import check_runtime
 from flaxtrainer.evaluation import (
     EvalLoopOutput,
+    PredictionOutput,
+    TrainerEvaluation,
     check_eval_sets,
-    evaluate_sets,
-    evaluation_loop,
-    without_missing_gold,
 )
 from flaxtrainer.input_pipeline import InputPipeline, PlacedBatch, PreparedData
 from flaxtrainer.optim import make_optimizer, make_schedule
-from flaxtrainer.preemption import InterruptGuard, TrainingInterrupted
+from flaxtrainer.preemption import InterruptGuard
 from flaxtrainer.sharding import (
     data_parallel_size,
     make_mesh,
@@ -74,15 +70,14 @@ from flaxtrainer.steps import (
     make_train_step,
     zero_metrics,
 )
+from flaxtrainer.totals import Totals
+from flaxtrainer.trainer_checkpoints import CHECKPOINT_META_VERSION, TrainerCheckpointing
 
 if TYPE_CHECKING:
     from flaxtrainer.checkpointing import Checkpointer
     from flaxtrainer.tasks import Task
 
 logger = logging.getLogger(__name__)
-
-#: Version of the checkpoint ``meta`` layout written by ``_save_checkpoint``.
-CHECKPOINT_META_VERSION = 1
 
 
 class TrainOutput(NamedTuple):
@@ -91,41 +86,7 @@ class TrainOutput(NamedTuple):
     metrics: dict[str, float]
 
 
-class PredictionOutput(NamedTuple):
-    """``predictions``: ``task.decode`` output (word-level tags per example); ``label_ids``: each
-    feature's token labels (unpadded, -100 where no label); ``metrics``: prefixed metrics."""
-
-    predictions: Any
-    label_ids: list[np.ndarray]
-    metrics: dict[str, float]
-
-
-@dataclass
-class _Totals:
-    """Host counters over a span of training (the run, a session, a logging window)."""
-
-    loss_sum: float = 0.0
-    count: int = 0
-    real_tokens: int = 0
-    computed_tokens: int = 0
-    samples: int = 0
-    start: float = field(default_factory=time.perf_counter, compare=False)
-
-    def add_batch(self, batch: PlacedBatch) -> None:
-        self.real_tokens += batch.real_tokens
-        self.computed_tokens += batch.computed_tokens
-        self.samples += int((batch.indices >= 0).sum())
-
-    def counters(self) -> dict[str, float]:
-        """The counters, for checkpoint meta (``start`` is a clock reading: not saved)."""
-        return {k: v for k, v in asdict(self).items() if k != "start"}
-
-    @property
-    def padding_efficiency(self) -> float:
-        return self.real_tokens / self.computed_tokens if self.computed_tokens else float("nan")
-
-
-class FlaxTrainer:
+class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
     """Fine-tunes ``model`` on ``task`` with data parallelism over all devices.
 
     Args:
@@ -201,8 +162,8 @@ class FlaxTrainer:
         self._train_step: Any = None
         self._metrics: dict[str, jax.Array] | None = None
         self._schedule = None
-        self._totals = _Totals()
-        self._window = _Totals()
+        self._totals = Totals()
+        self._window = Totals()
         self._step_metrics: dict[str, float] | None = None
         self._session_start_step = 0
         self._step_metrics_at: int | None = None
@@ -260,7 +221,7 @@ class FlaxTrainer:
         sampler, batcher = self._init_training()
         prepare_output_dir(self.args)
         self._maybe_resume()
-        start_step, session, start = self.state.global_step, _Totals(), time.perf_counter()
+        start_step, session, start = self.state.global_step, Totals(), time.perf_counter()
         self._session_start_step = start_step
         self.is_training = True
         try:
@@ -366,7 +327,7 @@ class FlaxTrainer:
         self._train_state = replicate(TrainState.create(params, tx), self.mesh)
         self._metrics = replicate(zero_metrics(), self.mesh)
         self._train_shapes = set()
-        self._totals = _Totals()
+        self._totals = Totals()
         self.state = TrainerState(
             max_steps=max_steps,
             num_train_epochs=math.ceil(max_steps / steps_per_epoch),
@@ -381,13 +342,13 @@ class FlaxTrainer:
         return sampler, batcher
 
     def _train_loop(
-        self, sampler: LengthGroupedSampler, batcher: PreparedData, session: _Totals
+        self, sampler: LengthGroupedSampler, batcher: PreparedData, session: Totals
     ) -> None:
         """Epochs of steps until ``max_steps`` or a stop; log / evaluate / save on the cadence."""
         state, control, train_step = self.state, self.control, self._train_step
         accum = self.args.gradient_accumulation_steps
         rows = self.train_batch_size * accum
-        self._window = _Totals()
+        self._window = Totals()
         in_flight: deque[jax.Array] = deque()
         while (
             state.global_step < state.max_steps
@@ -512,7 +473,7 @@ class FlaxTrainer:
         metrics = to_host(self._metrics)
         window, seconds = self._window, time.perf_counter() - self._window.start
         self._metrics = replicate(zero_metrics(), self.mesh)
-        self._window = _Totals()
+        self._window = Totals()
         loss_sum, count = float(metrics["loss_sum"]), int(metrics["count"])
         self._totals.loss_sum += loss_sum
         self._totals.count += count
@@ -527,186 +488,12 @@ class FlaxTrainer:
             }
         )
 
-    def _update_best(self, metrics: dict[str, float]) -> None:
-        """Record this evaluation as the best one if it improves (``flaxtrainer.best_metric``,
-        the rule the checkpointer and early stopping use too)."""
-        from flaxtrainer.best_metric import BestMetric
-
-        rule = BestMetric.from_args(self.args)
-        value = None if rule is None else rule.value(metrics)
-        if rule is not None and rule.improves(value, self.state.best_metric):
-            self.state.best_metric = value
-            self.state.best_global_step = self.state.global_step
-
-    # ------------------------------------------------------------------ evaluate / predict
-    def evaluate(self, dataset: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Metrics of the current parameters on ``dataset`` (default ``eval_dataset``).
-
-        Returns the task's metrics plus ``loss``, ``samples`` (examples), ``runtime`` and
-        ``samples_per_second``, each prefixed ``{metric_key_prefix}_``; logs them and fires
-        ``on_evaluate``. A dict of named sets gives each set's metrics prefixed
-        ``{metric_key_prefix}_{name}_``, merged into one log and one ``on_evaluate``
-        (``flaxtrainer.evaluation.evaluate_sets``).
-        """
-        dataset = self.eval_dataset if dataset is None else dataset
-        if dataset is None:
-            raise ValueError(
-                "FlaxTrainer.evaluate() needs a dataset: pass one, or eval_dataset to FlaxTrainer."
-            )
-        result, metrics = evaluate_sets(self, dataset, metric_key_prefix)
-        self.last_evaluation = result
-        self.log(metrics)
-        self.callbacks.on_evaluate(self, metrics)
-        return metrics
-
-    def predict(self, dataset: Any, metric_key_prefix: str = "test") -> PredictionOutput:
-        """Word-level predictions (``task.decode``) for ``dataset``, with metrics when it has labels.
-
-        A split without gold tags (a ``tags`` column of -1 only, as the readers give it, or
-        labels all -100 after ``task.prepare``) gets no loss and no task metrics: only
-        ``{prefix}_samples``, ``_runtime`` and ``_samples_per_second``.
-        """
-        result = self._evaluation_loop(dataset, metric_key_prefix)
-        predictions = self.task.decode(result.dataset, result.features, result.outputs)
-        label_ids = [np.asarray(f["labels"]) for f in result.features]
-        self.callbacks.on_predict(self, result.metrics)
-        return PredictionOutput(predictions, label_ids, result.metrics)
-
-    def _evaluation_loop(self, dataset: Any, prefix: str) -> EvalLoopOutput:
-        """Every feature once; see ``flaxtrainer.evaluation``. A split whose gold tags are all
-        -1 (no gold) loses them first, so that it gets no made-up loss or metrics."""
-        cached = self._gold_free.get(id(dataset))
-        if cached is None or cached[0] is not dataset:
-            cached = (dataset, without_missing_gold(dataset))
-            self._gold_free[id(dataset)] = cached
-        return evaluation_loop(self, cached[1], prefix)
-
     # ------------------------------------------------------------------------------ logging
     def log(self, logs: dict[str, float]) -> None:
         """Add ``epoch``, append to ``state.log_history`` (with ``step``) and fire ``on_log``."""
         logs = {**logs, "epoch": round(self.state.epoch, 4)}
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.callbacks.on_log(self, logs)
-
-    # ------------------------------------------------------------------------ checkpointing
-    def _checkpoint_target(self) -> dict[str, Any]:
-        """The pytree a checkpoint holds: the train state and the unlogged window sums."""
-        return {"train_state": self._train_state, "metrics": self._metrics}
-
-    def _checkpoint_meta(self) -> dict[str, Any]:
-        return {
-            "version": CHECKPOINT_META_VERSION,
-            "trainer_state": self.state.to_dict(),
-            "callbacks": self.callbacks.state_dict(),
-            "totals": self._totals.counters(),
-            "args": self.args.to_dict(),
-        }
-
-    def _get_checkpointer(self) -> Checkpointer:
-        if self.checkpointer is None:
-            from flaxtrainer.checkpointing import CHECKPOINTS_DIRNAME, Checkpointer
-
-            self.checkpointer = Checkpointer(
-                os.path.join(self.args.output_dir, CHECKPOINTS_DIRNAME),
-                save_total_limit=self.args.save_total_limit,
-                metric_for_best_model=self.args.metric_for_best_model,
-                greater_is_better=self.args.greater_is_better,
-            )
-        return self.checkpointer
-
-    def _close_checkpointer(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.close()
-            self.checkpointer = None
-
-    def _save_checkpoint(self, metrics: dict[str, float] | None = None) -> None:
-        """Save everything an exact resume needs at the current step; fire ``on_save``.
-
-        Arrays: train state (params, optimizer state, step) and the on-device window sums.
-        Meta: TrainerState (epoch, position in epoch, log history, best metric), callbacks'
-        ``state_dict()``, host totals and the arguments. Dropout and data order derive from
-        ``(seed, step)`` and ``(seed, epoch)``, so no RNG state needs saving.
-        """
-        checkpointer = self._get_checkpointer()
-        step = self.state.global_step
-        checkpointer.save(step, self._checkpoint_target(), self._checkpoint_meta(), metrics=metrics)
-        best = checkpointer.best_location()
-        if best is not None:
-            self.state.best_model_checkpoint = str(best)
-        self.callbacks.on_save(self, str(checkpointer.step_path(step)))
-
-    def _stop_for_interrupt(self) -> TrainingInterrupted:
-        """After SIGTERM/SIGINT: save this step (unless saved already, or a callback stopped
-        training at it: TerminateOnNaN keeps a bad state out of checkpoints), wait until it is
-        on disk, and return the exception that ends ``train()``."""
-        checkpointer = self._get_checkpointer()
-        step = self.state.global_step
-        if checkpointer.last_saved_step != step and not self.control.should_training_stop:
-            self._save_checkpoint()
-        checkpointer.wait_until_finished()
-        latest = checkpointer.latest_step()
-        location = None if latest is None else str(checkpointer.step_path(latest))
-        return self._interrupt.stop(step, location, self.args.output_dir)
-
-    def _maybe_resume(self) -> None:
-        """Restore train state, TrainerState and callbacks from ``args.resume_from_checkpoint``."""
-        if self.args.resume_from_checkpoint is None:
-            return
-        from flaxtrainer.checkpointing import find_checkpoint, restore_checkpoint
-
-        location = find_checkpoint(self.args.output_dir, self.args.resume_from_checkpoint)
-        if location is None:
-            return
-        restored, meta, step = restore_checkpoint(location, self._checkpoint_target())
-        saved = TrainerState.from_dict(meta["trainer_state"])
-        if saved.steps_per_epoch != self.state.steps_per_epoch:
-            logger.warning(
-                "Resuming from %s: it had %d steps per epoch, this run has %d (different data or "
-                "batch size?); the data order will not match the original run.",
-                location,
-                saved.steps_per_epoch,
-                self.state.steps_per_epoch,
-            )
-        self._train_state = restored["train_state"]
-        self._metrics = restored["metrics"]
-        for name in (
-            "max_steps",
-            "num_train_epochs",
-            "steps_per_epoch",
-            "logging_steps",
-            "eval_steps",
-            "save_steps",
-            "train_batch_size",
-        ):
-            setattr(saved, name, getattr(self.state, name))
-        if saved.step_in_epoch >= saved.steps_per_epoch:
-            saved.epoch_index += 1
-            saved.step_in_epoch = 0
-        self.state = saved
-        self.callbacks.load_state_dict(meta.get("callbacks", {}))
-        self._totals = _Totals(**meta.get("totals", {}))
-        logger.info("Resumed from %s at step %d (epoch %.2f).", location, step, saved.epoch)
-
-    def _load_best_model(self) -> None:
-        """Replace the train state by the best checkpoint's (``load_best_model_at_end``)."""
-        from flaxtrainer.checkpointing import restore_checkpoint
-
-        checkpointer = self._get_checkpointer()
-        checkpointer.wait_until_finished()
-        best = checkpointer.best_location()
-        if best is None:
-            logger.warning(
-                "load_best_model_at_end: no best checkpoint was saved; keeping the last state."
-            )
-            return
-        restored, _, _ = restore_checkpoint(best, self._checkpoint_target())
-        self._train_state = restored["train_state"]
-        logger.info(
-            "Loaded the best model (step %d, %s=%s).",
-            best.step,
-            self.args.metric_for_best_model,
-            checkpointer.best_metric(),
-        )
 
     # ---------------------------------------------------------------------------- internals
     def _with_defaults(self, callbacks: list[Callback]) -> list[Callback]:
@@ -748,3 +535,6 @@ class FlaxTrainer:
         if self.is_training and self._train_state is not None:
             return self._train_state.params
         return self._master_params()
+
+
+__all__ = ["CHECKPOINT_META_VERSION", "FlaxTrainer", "PredictionOutput", "TrainOutput"]
