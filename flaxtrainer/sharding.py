@@ -24,9 +24,13 @@ DATA_AXIS = "data"
 
 T = TypeVar("T")
 
+#: The label of a token that takes no loss and no metric (padding, special tokens, context,
+#: continuation pieces): Hugging Face's ``ignore_index``. Its one home; tasks import it.
+IGNORE_INDEX = -100
+
 #: Fill values for padded positions and padded rows, by array name; other names pad with 0.
-#: ``labels`` pad with -100, so padded tokens and rows count nowhere (loss, metrics).
-DEFAULT_PAD_VALUES: dict[str, int] = {"labels": -100, "attention_mask": 0, "input_ids": 0}
+#: ``labels`` pad with ``IGNORE_INDEX``, so padded tokens and rows count nowhere.
+DEFAULT_PAD_VALUES: dict[str, int] = {"labels": IGNORE_INDEX, "attention_mask": 0, "input_ids": 0}
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flaxtrainer.sharding import IGNORE_INDEX as IGNORE_INDEX  # its home; tasks import it here
 from flaxtrainer.tasks.windows import plan_windows
 
 if TYPE_CHECKING:
     from flaxtrainer.tasks.context import Context
-
-IGNORE_INDEX = -100
 
 
 def check_tokenizer(tokenizer: Any) -> None:
