@@ -30,18 +30,25 @@ def default_greater_is_better(name: str) -> bool:
     return not name.endswith("loss")
 
 
+def metric_key(metrics: Mapping[str, Any] | None, name: str) -> str | None:
+    """The key under which ``metrics`` holds the metric ``name``: ``name`` itself, else
+    ``eval_<name>``; None when neither is there (the lookup every ranking uses)."""
+    for key in (name, f"{EVAL_PREFIX}{name}"):
+        if metrics and key in metrics:
+            return key
+    return None
+
+
 def metric_value(metrics: Mapping[str, Any] | None, name: str) -> float | None:
     """``name`` (then ``eval_<name>``) in ``metrics`` as a float; None when absent or not a
     number. NaN is returned as NaN (it is a value, one that never improves)."""
-    if not metrics:
+    key = metric_key(metrics, name)
+    if key is None:
         return None
-    for key in (name, f"{EVAL_PREFIX}{name}"):
-        if key in metrics:
-            try:
-                return float(metrics[key])
-            except (TypeError, ValueError):
-                return None
-    return None
+    try:
+        return float(metrics[key])
+    except (TypeError, ValueError):
+        return None
 
 
 def improves(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from flaxtrainer.best_metric import metric_key
 from flaxtrainer.errors import UserError
 from flaxtrainer.input_pipeline import PlacedBatch
 from flaxtrainer.sharded_data import num_examples
@@ -189,8 +190,8 @@ def check_best_metric(args: TrainingArguments, metrics: Mapping[str, Any]) -> No
     checkpoint, ``load_best_model_at_end`` and the best-metric state read it); otherwise
     :class:`MetricForBestModelError` naming the metrics there are (Hugging Face: a KeyError)."""
     key = args.best_metric_key
-    if key is None or key in metrics or args.metric_for_best_model in metrics:
-        return
+    if key is None or metric_key(metrics, args.metric_for_best_model) is not None:
+        return  # found as every ranking finds it (flaxtrainer.best_metric)
     available = ", ".join(k for k in metrics if not k.endswith(_BOOKKEEPING))
     raise MetricForBestModelError(
         f"metric_for_best_model={args.metric_for_best_model!r}: the evaluation has no metric "
