@@ -266,18 +266,21 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
     records: list[dict[str, Any]] = []
+    # Cache modes and variants are flaxtrainer settings: the PyTorch run goes once per round,
+    # with the first variant's environment.
     plan = [
         (key, mode, variant, env)
         for key in keys
         for mode in (caches if RUNS[key][0] == "flax_runs.py" else ["none"])
-        for variant, env in variants
+        for variant, env in (variants if RUNS[key][0] == "flax_runs.py" else variants[:1])
     ]
     for round_ in range(args.repeat):
         for key, mode, variant, env in plan:
+            flax = RUNS[key][0] == "flax_runs.py"
             name = "/".join(
                 [key]
-                + ([mode] if len(caches) > 1 and RUNS[key][0] == "flax_runs.py" else [])
-                + ([variant] if variant != "default" else [])
+                + ([mode] if len(caches) > 1 and flax else [])
+                + ([variant] if variant != "default" and flax else [])
             )
             tag = f"{name.replace('/', '-')}-{round_}"
             if mode == "warm":
@@ -292,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             record.update(name=name, round=round_)
             records.append(record)
+            write_document(args, data, caches, records)
             if "error" in record:
                 print(f"{tag}: {record['error']}", *record["log_tail"], sep="\n  ")
             else:
@@ -304,6 +308,15 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
 
+    document = write_document(args, data, caches, records)
+    print()
+    print(median_table(document["summary"]))
+    print(f"\nwritten: {args.out}")
+    return 1 if any("error" in r for r in records) else 0
+
+
+def write_document(args, data, caches, records) -> dict[str, Any]:
+    """The JSON (rewritten after every run, so an interrupted profile keeps what it measured)."""
     summary = summarise(records)
     document = {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
@@ -319,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2))
-    print()
-    print(median_table(summary))
-    print(f"\nwritten: {args.out}")
-    return 1 if any("error" in r for r in records) else 0
+    return document
 
 
 if __name__ == "__main__":

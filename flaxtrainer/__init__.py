@@ -14,7 +14,7 @@ from flaxtrainer import allocator as _allocator
 
 __version__ = "0.1.0"
 
-# Before anything starts the XLA runtime: glibc malloc settings (FLAXTRAINER_MALLOC=off: none).
+# Before anything starts the XLA runtime: glibc malloc settings from FLAXTRAINER_MALLOC (unset: none).
 _allocator.configure()
 
 _LAZY = {

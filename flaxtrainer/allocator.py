@@ -1,32 +1,34 @@
-"""glibc malloc settings that stop the C allocator's per-step churn (applied at package import).
+"""glibc malloc settings against XLA:CPU's per-step page faults: measured, switchable, off by default.
 
-XLA:CPU allocates its step buffers (activations, gradients: a few KiB to tens of MiB each) with
-``malloc`` and frees them at the end of each step. With glibc's defaults, buffers above the
-dynamic mmap threshold are ``mmap``-ed and ``munmap``-ed every step, and the free memory at the
-top of each arena is given back to the kernel (``trim``) and taken again on the next step: tens
-of thousands of minor page faults per step and a fifth of the run's CPU time in the kernel.
+What the profile shows (``benchmarks/profile_run.py``, numbers in ``benchmarks/README.md``,
+"Allocator"): each MiniLM train step on CPU takes ~88,000 minor page faults (~350 MB touched
+anew), ~15% of the step's CPU time in the kernel. The faults are taken by XLA's compiled code
+writing its step buffers, and the buffers are fresh pages because XLA's runtime threads allocate
+them in glibc's per-thread arenas: a per-thread heap is at most 64 MiB, so the step's large
+buffers (well over 64 MiB for MiniLM) are ``mmap``-ed on every step and ``munmap``-ed when freed,
+whatever ``M_MMAP_THRESHOLD`` / ``M_MMAP_MAX`` / ``M_TRIM_THRESHOLD`` say (measured: those
+alone leave the faults unchanged). Only a single arena (``M_ARENA_MAX=1``) with ``mmap`` off
+serves them from the main heap and keeps them: faults drop 2.5-4.5x and kernel time 2.5-4x, but peak
+RSS grows by ~600 MiB (the main heap keeps its high-water mark), which is the cost the issue
+named; transparent huge pages for malloc (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) remove the
+faults but raise kernel time (2 MiB pages zeroed every step) and slow compilation. Neither is the
+default.
 
-``configure()`` (called by ``import flaxtrainer``, before the XLA runtime starts its threads)
-sets, with ``mallopt``:
+``configure()`` runs at ``import flaxtrainer`` (before anything starts the XLA runtime and its
+threads, which matters for ``M_ARENA_MAX``) and applies ``$FLAXTRAINER_MALLOC``:
 
-- ``M_MMAP_THRESHOLD`` = 32 MiB (glibc's maximum): buffers up to 32 MiB come from the arenas,
-  whose freed chunks are reused by the next step; setting it also freezes glibc's sliding
-  threshold;
-- ``M_TRIM_THRESHOLD`` = 1 GiB: free memory at an arena's top is kept, not returned and
-  faulted in again;
-- ``M_TOP_PAD`` = 64 MiB: an arena grows in large steps (fewer ``brk`` / ``mprotect`` calls).
+- unset, ``off``, ``0``, ``none``: glibc's defaults (nothing is called);
+- ``single_arena``: ``arena_max=1,mmap_max=0,trim_threshold=1G,top_pad=64M``, the measured
+  setting above (fewer faults and less kernel time for ~600 MiB more peak memory);
+- a comma-separated list ``name=value`` of ``mmap_threshold``, ``trim_threshold``, ``top_pad``,
+  ``mmap_max``, ``arena_max``, ``arena_test`` with optional ``K``/``M``/``G`` suffixes, e.g.
+  ``FLAXTRAINER_MALLOC=arena_max=1,mmap_max=0``.
 
-Set ``FLAXTRAINER_MALLOC`` to change it: ``off`` (or ``0``, ``none``) leaves glibc's defaults;
-otherwise a comma-separated list ``name=value`` of ``mmap_threshold``, ``trim_threshold``,
-``top_pad``, ``mmap_max``, ``arena_max``, ``arena_test`` with optional ``K``/``M``/``G``
-suffixes, e.g. ``FLAXTRAINER_MALLOC=mmap_threshold=32M,trim_threshold=1G,arena_max=2``.
-It has no effect off glibc (macOS, musl). The measurements behind the default are in
-``benchmarks/README.md`` ("Allocator").
+It has no effect off glibc (macOS, musl).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import sys
@@ -45,8 +47,9 @@ PARAMS = {
     "arena_max": -8,
 }
 
-RECOMMENDED = "mmap_threshold=32M,trim_threshold=1G,top_pad=64M"
-DEFAULT = "off"  # under measurement
+#: Named settings for ``$FLAXTRAINER_MALLOC``.
+PRESETS = {"single_arena": "arena_max=1,mmap_max=0,trim_threshold=1G,top_pad=64M"}
+DEFAULT = "off"
 
 _SUFFIX = {"K": 2**10, "M": 2**20, "G": 2**30}
 
@@ -57,7 +60,7 @@ applied: dict[str, int] = {}
 def parse(spec: str) -> dict[str, int]:
     """``"mmap_threshold=32M,arena_max=2"`` -> ``{"mmap_threshold": 33554432, "arena_max": 2}``;
     ``off`` / ``0`` / ``none`` / empty -> ``{}``."""
-    spec = spec.strip()
+    spec = PRESETS.get(spec.strip(), spec).strip()
     if spec.lower() in ("", "off", "0", "none", "false", "default"):
         return {}
     settings: dict[str, int] = {}
@@ -93,6 +96,8 @@ def configure(spec: str | None = None) -> dict[str, int]:
         return {}
     if not settings or not sys.platform.startswith("linux"):
         return {}
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None)  # the process's own symbols: libc's (no ldconfig lookup)
         mallopt = libc.mallopt

@@ -28,6 +28,12 @@ def test_allocator_spec_parses_sizes_and_off():
     }
     for off in ("off", "0", "none", ""):
         assert allocator.parse(off) == {}
+    assert allocator.parse("single_arena") == {
+        "arena_max": 1,
+        "mmap_max": 0,
+        "trim_threshold": 2**30,
+        "top_pad": 64 * 2**20,
+    }
     with pytest.raises(ValueError, match="FLAXTRAINER_MALLOC"):
         allocator.parse("mmap=1")
     with pytest.raises(ValueError, match="not an integer"):
