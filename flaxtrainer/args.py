@@ -236,6 +236,15 @@ class TrainingArguments:
     max_buckets: int = field(
         default=8, metadata=_help("At most this many automatic bucket widths (compiled shapes).")
     )
+    group_by_length: bool = field(
+        default=False,
+        metadata=_help(
+            "Group sentences of similar length into each step (less padding in padded rows; "
+            "suits --packing false). Default: token-balanced steps (each step about the same "
+            "number of tokens, which packs well). The rule does not depend on the layout, so "
+            "packed and padded runs train on the same steps."
+        ),
+    )
     dropout_rng: DropoutRng = field(
         default="hash",
         metadata=_help(

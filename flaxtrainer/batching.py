@@ -32,6 +32,10 @@ from flaxtrainer.sharding import DEFAULT_PAD_VALUES, pad_rows
 
 LABELS = "labels"
 POSITION_IDS = "position_ids"
+#: Per-token int32 id of the token's feature: its global index (the same on every process and
+#: in every layout), -1 on padding. The train step keys dropout masks by it (and the position
+#: within the feature), so a token draws the same mask in a padded and in a packed row.
+EXAMPLE_IDS = "example_ids"
 #: Every padded width is a multiple of this (or the task's max_seq_length): length buckets,
 #: packed rows, and the inference pipeline's batches (``pipeline.py``), so few shapes compile.
 WIDTH_MULTIPLE = 16
@@ -119,7 +123,10 @@ class Batcher:
         self.synth_attention_mask = (
             "attention_mask" in model_input_names and "attention_mask" not in first
         )
-        self.pad_values = {**DEFAULT_PAD_VALUES, **(pad_values or {})}
+        self.pad_values = {**DEFAULT_PAD_VALUES, EXAMPLE_IDS: -1, **(pad_values or {})}
+        #: Added to local feature indices to give ``example_ids`` their global value (a
+        #: process's first feature index when it holds a shard of the features).
+        self.example_id_offset = 0
         self.lengths = self._check_features()
         self.widths = tuple(sorted(widths))
         longest = int(self.lengths.max())
@@ -152,7 +159,7 @@ class Batcher:
     @property
     def array_names(self) -> tuple[str, ...]:
         extra = ("attention_mask",) if self.synth_attention_mask else ()
-        return (*self.input_names, *extra, LABELS)
+        return (*self.input_names, *extra, LABELS, EXAMPLE_IDS)
 
     def width_for(self, length: int) -> int:
         return self.widths[int(np.searchsorted(self.widths, length))]
@@ -173,6 +180,9 @@ class Batcher:
             arrays["attention_mask"] = (np.arange(width)[None, :] < lengths[:, None]).astype(
                 np.int32
             )
+        real = np.arange(width)[None, :] < lengths[:, None]
+        ids = (indices + self.example_id_offset).astype(np.int32)[:, None]
+        arrays[EXAMPLE_IDS] = np.where(real, ids, -1).astype(np.int32)
         arrays = pad_rows(arrays, rows, self.pad_values)
         all_indices = np.full(rows, -1, dtype=np.int64)
         all_indices[: len(indices)] = indices
@@ -253,7 +263,7 @@ class PackingBatcher(Batcher):
 
     @property
     def array_names(self) -> tuple[str, ...]:
-        return (*self.packed_names, "attention_mask", POSITION_IDS, LABELS)
+        return (*self.packed_names, "attention_mask", POSITION_IDS, LABELS, EXAMPLE_IDS)
 
     def rows_needed(self, indices: np.ndarray, width: int | None = None) -> int:
         """Rows of ``width`` (default ``max_width``) that ``indices`` pack into."""
@@ -350,6 +360,7 @@ class PackingBatcher(Batcher):
                 arrays[POSITION_IDS][g, row, start:end] = np.arange(
                     self.position_offset, self.position_offset + end - start
                 )
+                arrays[EXAMPLE_IDS][g, row, start:end] = feature_index + self.example_id_offset
             slot = g * (rows // groups) + np.arange(real.size)
             flat_rows[slot] = g * height + part_rows
             flat_starts[slot] = part_starts
@@ -395,12 +406,18 @@ class LengthGroupedSampler:
     ``mega_batches`` batches, arrange each chunk into batches, then shuffle the batch order.
     Within a chunk:
 
-    - ``balance_tokens`` (for packing): deal the chunk into batches with nearly equal token
-      sums (:func:`deal_balanced`), so every batch packs into about the same number of rows;
-      with ``micro_batches`` > 1 each of a batch's micro-batches is balanced on its own;
-    - else ``group_by_length`` (for buckets): sort by length (longest first) and cut, so rows in
-      a batch have similar lengths;
+    - ``balance_tokens`` (the trainer's default, for either layout): deal the chunk into
+      batches with nearly equal token sums (:func:`deal_balanced`), so every batch packs into
+      about the same number of rows; with ``micro_batches`` > 1 each batch is then dealt into
+      its micro-batches (consecutive runs of ``batch_size / micro_batches``), balanced too:
+      only the order *within* a batch depends on ``micro_batches``, not which features form it;
+    - else ``group_by_length`` (``TrainingArguments.group_by_length``): sort by length (longest
+      first) and cut, so rows in a batch have similar lengths (little padding in padded rows);
     - else: cut in the shuffled order.
+
+    The trainer picks the rule from the arguments alone, never from the layout, so which
+    features form each step is a pure function of ``(seed, epoch, lengths, global batch size)``
+    and packed and padded runs train on the same batches.
 
     The last batch may be partial; it is padded with rows that count nowhere. A position in an
     epoch is a batch index.
@@ -456,17 +473,25 @@ class LengthGroupedSampler:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def _balanced(self, part: np.ndarray) -> list[np.ndarray]:
+        batches = deal_balanced(part, self.lengths, _sizes(len(part), self.batch_size))
+        if self.micro_batches == 1:
+            return batches
         micro = self.batch_size // self.micro_batches
-        sizes = [micro] * (len(part) // micro) + ([len(part) % micro] if len(part) % micro else [])
-        micros = deal_balanced(part, self.lengths, sizes)
-        step = self.micro_batches
-        return [np.concatenate(micros[i : i + step]) for i in range(0, len(micros), step)]
+        return [
+            np.concatenate(deal_balanced(batch, self.lengths, _sizes(len(batch), micro)))
+            for batch in batches
+        ]
 
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         """``(position, indices)`` for the batches of ``epoch`` from position ``start``."""
         batches = self.epoch(epoch)
         for position in range(start, len(batches)):
             yield position, batches[position]
+
+
+def _sizes(n: int, size: int) -> list[int]:
+    """Group sizes that cut ``n`` items into runs of ``size`` (the last one smaller)."""
+    return [size] * (n // size) + ([n % size] if n % size else [])
 
 
 def balanced_plan(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

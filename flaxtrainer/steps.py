@@ -10,6 +10,7 @@ global count once, so every update equals the one of a single large batch.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,8 +20,9 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
 
+from flaxtrainer.batching import EXAMPLE_IDS
 from flaxtrainer.crf import WORD_STARTS
-from flaxtrainer.dropout_rng import dropout_key
+from flaxtrainer.dropout_rng import HASH_PRNG, dropout_key
 from flaxtrainer.sharding import batch_sharding, replicated
 
 Batch = dict[str, jax.Array]
@@ -79,6 +81,20 @@ def cast_floating(tree: Any, dtype: jnp.dtype | None) -> Any:
     )
 
 
+def keys_dropout_by_example(model: Any, batch: Batch, key: jax.Array) -> bool:
+    """Whether the train step hands the model ``example_ids`` (``batching.EXAMPLE_IDS``): the
+    batch carries them, the model's ``__call__`` takes them (flaxtrainer's encoders) and the
+    dropout key is a hash-PRNG key. Then every dropout mask is keyed by (example, position in
+    the example), the same in any layout and micro-batch (``flaxtrainer.models.dropout``);
+    otherwise (threefry, other models) masks follow the element's place in the global batch."""
+    if EXAMPLE_IDS not in batch or jax.random.key_impl(key) != HASH_PRNG:
+        return False
+    try:
+        return "example_ids" in inspect.signature(model.__call__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _forward(
     graphdef: nnx.GraphDef,
     params: Any,
@@ -87,12 +103,15 @@ def _forward(
     input_names: Sequence[str],
     compute_dtype: jnp.dtype | None,
     dropout_key: jax.Array | None,
+    micro_index: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Float32 logits of the merged model and its :func:`head_params`; dropout on iff
     ``dropout_key`` is given.
 
     The model gets those of ``input_names`` (and of ``EXTRA_MODEL_INPUTS``) that the batch
-    holds, except ``TASK_ONLY_INPUTS``: the features and the batch layout decide.
+    holds, except ``TASK_ONLY_INPUTS``: the features and the batch layout decide. With dropout,
+    ``example_ids`` too where :func:`keys_dropout_by_example`; else the key of micro-batch
+    ``micro_index`` (gradient accumulation) is ``fold_in(dropout_key, micro_index)``.
     """
     model = nnx.merge(graphdef, cast_floating(params, compute_dtype), rest)
     names = dict.fromkeys((*input_names, *EXTRA_MODEL_INPUTS))
@@ -100,6 +119,10 @@ def _forward(
     if dropout_key is None:
         logits = model(**inputs, deterministic=True)
     else:
+        if keys_dropout_by_example(model, batch, dropout_key):
+            inputs[EXAMPLE_IDS] = batch[EXAMPLE_IDS]
+        elif micro_index is not None:
+            dropout_key = jax.random.fold_in(dropout_key, micro_index)
         logits = model(**inputs, deterministic=False, rngs=nnx.Rngs(dropout=dropout_key))
     return logits.astype(jnp.float32), head_params(model)
 
@@ -118,16 +141,21 @@ def make_train_step(
 
     ``batch`` arrays are ``[accum, rows, width]``; the ``accum`` micro-batches are scanned,
     summing loss, label count and the gradient of the loss *sum*; then the gradient is divided
-    by the global count. Dropout key: ``fold_in(key(seed), step)`` (and the micro-batch index
-    when accumulating), drawn for the global batch, so it does not depend on device count;
-    ``dropout_rng`` picks its generator (``flaxtrainer.dropout_rng``: ``"hash"``, cheap, or
-    JAX's ``"threefry"``).
+    by the global count. Dropout key: ``fold_in(key(seed), step)``; with ``"hash"`` and a batch
+    carrying ``example_ids`` each mask is keyed by (example, position in the example) as well,
+    so it depends neither on the layout (padded or packed), nor on the micro-batch, nor on the
+    device count; otherwise (``"threefry"``, a model without ``example_ids``) the micro-batch
+    index is folded in when accumulating and masks are drawn for the global batch, which does
+    not depend on the device count either. ``dropout_rng`` picks the generator
+    (``flaxtrainer.dropout_rng``: ``"hash"``, cheap, or JAX's ``"threefry"``).
     ``metrics`` accumulate on device until the trainer fetches them at a logging step. ``done``
     is a fresh scalar (the new step) the host may wait on to bound how far it runs ahead.
     """
 
-    def loss_sum_and_count(params, rest, micro, key):
-        logits, head = _forward(graphdef, params, rest, micro, input_names, compute_dtype, key)
+    def loss_sum_and_count(params, rest, micro, key, index=None):
+        logits, head = _forward(
+            graphdef, params, rest, micro, input_names, compute_dtype, key, index
+        )
         loss_sum, count = loss_fn(logits, micro["labels"], **task_context(head, micro))
         return loss_sum.astype(jnp.float32), count.astype(jnp.int32)
 
@@ -143,7 +171,7 @@ def make_train_step(
 
             def body(carry, xs):
                 index, micro = xs
-                (l_sum, n), g = grad_fn(state.params, rest, micro, jax.random.fold_in(key, index))
+                (l_sum, n), g = grad_fn(state.params, rest, micro, key, index)
                 g_acc, l_acc, n_acc = carry
                 return (jax.tree.map(jnp.add, g_acc, g), l_acc + l_sum, n_acc + n), None
 

@@ -292,8 +292,8 @@ class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
             batcher.lengths,
             self.train_batch_size * accum,
             args.seed,
-            group_by_length=len(batcher.widths) > 1,
-            balance_tokens=self.packing,
+            group_by_length=args.group_by_length,  # the same rule for either layout
+            balance_tokens=not args.group_by_length,
             micro_batches=accum,
         )
         steps_per_epoch = len(sampler)

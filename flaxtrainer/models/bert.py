@@ -13,6 +13,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.dropout import Dropout
 from flaxtrainer.models.hf_weights import WeightRule, WeightTable, embedding, layer_norm, linear
 from flaxtrainer.models.layers import (
     SUPPORTED_ACTIVATIONS,
@@ -110,7 +111,7 @@ class BertEmbeddings(nnx.Module):
         self.layer_norm = make_layer_norm(
             width, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
-        self.dropout = nnx.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(
         self,

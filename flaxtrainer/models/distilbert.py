@@ -12,6 +12,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.dropout import Dropout
 from flaxtrainer.models.hf_weights import WeightTable, embedding, layer_norm, linear
 from flaxtrainer.models.layers import (
     SUPPORTED_ACTIVATIONS,
@@ -95,7 +96,7 @@ class DistilBertEmbeddings(nnx.Module):
         self.layer_norm = make_layer_norm(
             config.dim, epsilon=_LAYER_NORM_EPS, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
-        self.dropout = nnx.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def __call__(
         self,

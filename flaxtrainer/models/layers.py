@@ -22,6 +22,8 @@ import numpy as np
 from flax import nnx
 from jax.typing import DTypeLike
 
+from flaxtrainer.models.dropout import Dropout
+
 # Score given to disallowed query/key pairs. Finite, so a fully masked (padding) query row gets a
 # uniform softmax instead of NaN.
 MASKED_SCORE = -1e9
@@ -280,7 +282,7 @@ class SelfAttention(nnx.Module):
             rngs=rngs,
         )
         self.query, self.key, self.value, self.out = make(), make(), make(), make()
-        self.dropout = nnx.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate, layout="attention")
 
     def __call__(
         self,
@@ -329,11 +331,11 @@ class TransformerLayer(nnx.Module):
             rngs=rngs,
             **common,
         )
-        self.attention_dropout = nnx.Dropout(attention_output_dropout)
+        self.attention_dropout = Dropout(attention_output_dropout)
         self.attention_norm = layer_norm(d_model, epsilon=layer_norm_eps, rngs=rngs, **common)
         self.intermediate = dense(d_model, ffn_size, init_std=init_std, rngs=rngs, **common)
         self.output = dense(ffn_size, d_model, init_std=init_std, rngs=rngs, **common)
-        self.output_dropout = nnx.Dropout(hidden_dropout)
+        self.output_dropout = Dropout(hidden_dropout)
         self.output_norm = layer_norm(d_model, epsilon=layer_norm_eps, rngs=rngs, **common)
         self.activation = activation
 

@@ -45,6 +45,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.dropout import Dropout, token_ids
 from flaxtrainer.models.errors import ModelLoadError
 from flaxtrainer.models.hf_weights import (
     Transform,
@@ -275,8 +276,8 @@ class ModernBertAttention(nnx.Module):
         self.local_window = config.sliding_window if local else None
         self.Wqkv = build.linear(width, 3 * width, use_bias=config.attention_bias)
         self.Wo = build.linear(width, width, use_bias=config.attention_bias, std=build.out_std)
-        self.probs_dropout = nnx.Dropout(config.attention_dropout)
-        self.out_dropout = nnx.Dropout(config.attention_dropout)
+        self.probs_dropout = Dropout(config.attention_dropout, layout="attention")
+        self.out_dropout = Dropout(config.attention_dropout)
 
     def __call__(
         self,
@@ -313,7 +314,7 @@ class ModernBertMLP(nnx.Module):
         width, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
         self.Wi = build.linear(width, 2 * inner, use_bias=bias)
         self.Wo = build.linear(inner, width, use_bias=bias, std=build.out_std)
-        self.dropout = nnx.Dropout(config.mlp_dropout)
+        self.dropout = Dropout(config.mlp_dropout)
         self.activation = config.hidden_activation
 
     def __call__(self, x: jax.Array, *, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array:
@@ -359,7 +360,7 @@ class ModernBertEmbeddings(nnx.Module):
             rngs=build.rngs,
         )
         self.norm = build.norm()
-        self.dropout = nnx.Dropout(config.embedding_dropout)
+        self.dropout = Dropout(config.embedding_dropout)
 
     def __call__(
         self, input_ids: jax.Array, *, deterministic: bool, rngs: nnx.Rngs | None
@@ -464,17 +465,19 @@ class ModernBertForTokenClassification(EncoderForTokenClassification):
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
+        example_ids: jax.Array | None = None,
     ) -> jax.Array:
         """Logits `[batch, seq, num_labels]` in float32 (see `EncoderForTokenClassification`)."""
-        hidden = self.encoder(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            deterministic=deterministic,
-            rngs=rngs,
-        )
-        hidden = self.dropout(self.head(hidden), deterministic=deterministic, rngs=rngs)
+        with token_ids(None if deterministic else example_ids, attention_mask):
+            hidden = self.encoder(
+                input_ids,
+                attention_mask,
+                token_type_ids,
+                position_ids,
+                deterministic=deterministic,
+                rngs=rngs,
+            )
+            hidden = self.dropout(self.head(hidden), deterministic=deterministic, rngs=rngs)
         return self.classifier(hidden).astype(jnp.float32)
 
 

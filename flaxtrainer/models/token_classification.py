@@ -14,6 +14,7 @@ from jax.typing import DTypeLike
 
 from flaxtrainer.crf import CrfTransitions
 from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.dropout import Dropout, token_ids
 from flaxtrainer.models.layers import dense
 
 #: How a new classifier head's kernel is drawn: normal(0, std) with std from
@@ -70,7 +71,7 @@ class EncoderForTokenClassification(nnx.Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.encoder = self.backbone(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(config.classifier_dropout_rate)
+        self.dropout = Dropout(config.classifier_dropout_rate)
         # A whole random model is initialised as Hugging Face's PyTorch one; a head added for
         # fine-tuning goes through `reset_classifier` and its `init` instead.
         self.classifier = self._new_classifier(rngs, self.hf_classifier_std())
@@ -141,19 +142,25 @@ class EncoderForTokenClassification(nnx.Module):
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
+        example_ids: jax.Array | None = None,
     ) -> jax.Array:
         """Logits `[batch, seq, num_labels]` in float32.
 
         `attention_mask`: int `[batch, seq]`, 0 = padding, equal non-zero ids attend to each other
         (packed sentences). With `deterministic=False` pass `rngs=nnx.Rngs(dropout=key)`.
+        `example_ids` (int `[batch, seq]`, one id per example, e.g. its global feature index; -1
+        on padding), used only with dropout on and a hash-PRNG key: every dropout mask is keyed
+        by (example, position in the example) instead of the element's place in the batch, so a
+        padded and a packed layout draw the same masks (`flaxtrainer.models.dropout`).
         """
-        hidden = self.encoder(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            deterministic=deterministic,
-            rngs=rngs,
-        )
-        hidden = self.dropout(hidden, deterministic=deterministic, rngs=rngs)
+        with token_ids(None if deterministic else example_ids, attention_mask):
+            hidden = self.encoder(
+                input_ids,
+                attention_mask,
+                token_type_ids,
+                position_ids,
+                deterministic=deterministic,
+                rngs=rngs,
+            )
+            hidden = self.dropout(hidden, deterministic=deterministic, rngs=rngs)
         return self.classifier(hidden).astype(jnp.float32)

@@ -50,8 +50,12 @@ def test_batch_pads_rows_and_positions():
     )
     batch = batcher.batch(np.array([2, 1, 0]), rows=4)
     assert batch.shape == (4, 32)  # 17 tokens -> width 32; 4 rows, one of padding
-    assert set(batch.arrays) == {"input_ids", "attention_mask", "labels"}
+    assert set(batch.arrays) == {"input_ids", "attention_mask", "labels", "example_ids"}
     np.testing.assert_array_equal(batch.indices, [2, 1, 0, -1])
+    # every token carries its feature index (dropout is keyed by it), -1 on padding
+    assert batch.arrays["example_ids"][0].tolist() == [2] * 5 + [-1] * 27
+    assert batch.arrays["example_ids"][1].tolist() == [1] * 17 + [-1] * 15
+    assert (batch.arrays["example_ids"][3] == -1).all()
     assert batch.arrays["input_ids"][0, 5:].tolist() == [9] * 27
     assert (
         batch.arrays["labels"][3].tolist() == [-100] * 32
@@ -196,6 +200,7 @@ def test_packed_batch_layout_segments_positions_and_placements():
         "attention_mask",
         "position_ids",
         "labels",
+        "example_ids",
     }
     np.testing.assert_array_equal(batch.indices, [0, 1, 2, 3, 4, -1])
     rows, starts = batch.placements()
@@ -210,6 +215,7 @@ def test_packed_batch_layout_segments_positions_and_placements():
         segment = batch.arrays["attention_mask"][row, window]
         assert len(set(segment.tolist())) == 1 and segment[0] > 0
         assert (batch.arrays["labels"][row, window] == index % 5).all()
+        assert (batch.arrays["example_ids"][row, window] == index).all()
         seen[row, window] = True
     # each row numbers its sentences 1, 2, ...; padding: mask 0, label -100, position 0
     for row in range(4):
@@ -218,6 +224,7 @@ def test_packed_batch_layout_segments_positions_and_placements():
     assert (batch.arrays["attention_mask"][~seen] == 0).all()
     assert (batch.arrays["labels"][~seen] == -100).all()
     assert (batch.arrays["position_ids"][~seen] == 0).all()
+    assert (batch.arrays["example_ids"][~seen] == -1).all()
     assert batcher.rows_needed(np.arange(5)) == 3  # 7+3, 6+2, 5
     assert batcher.plan_grid([np.arange(5)], multiple=4) == PackingGrid(4, 10)
 
@@ -263,3 +270,14 @@ def test_balanced_plan_covers_each_feature_once():
     plan = balanced_plan(lengths, 5)
     assert sorted(np.concatenate(plan).tolist()) == list(range(23))
     assert [len(b) for b in plan] == [5, 5, 5, 5, 3]
+
+
+def test_sampler_micro_batches_only_reorder_within_a_batch():
+    """Which features form each step depends on (seed, epoch, lengths, global batch size) only:
+    gradient accumulation deals a batch into balanced micro-batches without changing it."""
+    lengths = np.random.default_rng(4).integers(3, 80, size=203)
+    whole = LengthGroupedSampler(lengths, 32, 3, balance_tokens=True).epoch(1)
+    micro = LengthGroupedSampler(lengths, 32, 3, balance_tokens=True, micro_batches=4).epoch(1)
+    assert [sorted(b.tolist()) for b in whole] == [sorted(b.tolist()) for b in micro]
+    quarters = [lengths[b[i : i + 8]].sum() for b in micro if len(b) == 32 for i in (0, 8, 16, 24)]
+    assert np.ptp(quarters) < 0.1 * np.mean(quarters)

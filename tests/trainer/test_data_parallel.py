@@ -73,7 +73,10 @@ def test_bucketing_bounds_compilations_and_reports_padding(make_args):
     # NER-like lengths: mostly short sentences, a few long ones
     data = make_dataset(80, seed=1, max_len=12) + make_dataset(20, seed=2, min_len=13, max_len=30)
     trainer = FlaxTrainer(
-        ToyTagger(), ToyTask(), make_args(max_steps=12, logging_steps=4), train_dataset=data
+        ToyTagger(),
+        ToyTask(),
+        make_args(max_steps=12, logging_steps=4, group_by_length=True),
+        train_dataset=data,
     )
     out = trainer.train()
     widths = trainer.inputs.prepare(trainer.train_dataset).widths

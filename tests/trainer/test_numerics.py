@@ -72,7 +72,9 @@ def test_gradient_accumulation_equals_one_big_batch(make_args):
     # micro-batch means (optax.MultiSteps) would give another loss and update.
     features = task.prepare(data)
     lengths = np.array([len(f["labels"]) for f in features])
-    step_rows = LengthGroupedSampler(lengths, 64, seed=42, group_by_length=False).epoch(0)[0]
+    step_rows = LengthGroupedSampler(
+        lengths, 64, seed=42, balance_tokens=True, micro_batches=4
+    ).epoch(0)[0]
     micro = [step_rows[i : i + 16] for i in range(0, 64, 16)]
     model = ToyTagger(dropout=0.0, seed=2)
     sums = [

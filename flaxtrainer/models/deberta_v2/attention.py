@@ -10,6 +10,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from flaxtrainer.models.deberta_v2.config import POS_ATT_TYPES, DebertaV2Config
+from flaxtrainer.models.dropout import Dropout
 from flaxtrainer.models.layers import MASKED_SCORE, dense
 
 
@@ -95,8 +96,8 @@ class DisentangledSelfAttention(nnx.Module):
             init_std=config.initializer_range,
             rngs=rngs,
         )
-        self.dropout = nnx.Dropout(config.attention_probs_dropout_prob)
-        self.pos_dropout = nnx.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.attention_probs_dropout_prob, layout="attention")
+        self.pos_dropout = Dropout(config.hidden_dropout_prob, layout="other")
 
     def _heads(self, x: jax.Array) -> jax.Array:
         return x.reshape(*x.shape[:-1], self.num_heads, self.head_dim)

@@ -11,6 +11,7 @@ from jax.typing import DTypeLike
 
 from flaxtrainer.models.deberta_v2.attention import DisentangledSelfAttention, relative_positions
 from flaxtrainer.models.deberta_v2.config import DebertaV2Config
+from flaxtrainer.models.dropout import Dropout
 from flaxtrainer.models.layers import (
     activation,
     attention_pairs,
@@ -32,11 +33,11 @@ class DebertaV2Layer(nnx.Module):
         width, eps = config.hidden_size, config.layer_norm_eps
         init = config.initializer_range
         self.attention = DisentangledSelfAttention(config, **common)
-        self.attention_dropout = nnx.Dropout(config.hidden_dropout_prob)
+        self.attention_dropout = Dropout(config.hidden_dropout_prob)
         self.attention_norm = make_layer_norm(width, epsilon=eps, **common)
         self.intermediate = dense(width, config.intermediate_size, init_std=init, **common)
         self.output = dense(config.intermediate_size, width, init_std=init, **common)
-        self.output_dropout = nnx.Dropout(config.hidden_dropout_prob)
+        self.output_dropout = Dropout(config.hidden_dropout_prob)
         self.output_norm = make_layer_norm(width, epsilon=eps, **common)
         self.activation = config.hidden_act
 
@@ -83,7 +84,7 @@ class SegmentConv(nnx.Module):
         self.layer_norm = make_layer_norm(
             width, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
-        self.dropout = nnx.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.activation = config.conv_act
         self.dtype = dtype
 
@@ -148,7 +149,7 @@ class DebertaV2Embeddings(nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.dropout = nnx.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(
         self,
