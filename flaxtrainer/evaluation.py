@@ -154,11 +154,14 @@ def evaluate_sets(
     if sets is None:
         result = trainer._evaluation_loop(dataset, prefix)
         metrics = dict(result.metrics)
+        passes = [result]
     else:
-        metrics = {}
+        metrics, passes = {}, []
         for name, data in sets.items():
             result = trainer._evaluation_loop(data, f"{prefix}_{name}")
             metrics.update(result.metrics)
+            passes.append(result)
+    trainer.last_evaluations = tuple(passes)  # every set's pass, for the error report
     if trainer.is_training:
         check_best_metric(trainer.args, metrics)
     return result, metrics
@@ -308,6 +311,7 @@ class TrainerEvaluation:
         ``{prefix}_samples``, ``_runtime`` and ``_samples_per_second``.
         """
         result = self._evaluation_loop(dataset, metric_key_prefix)
+        self.last_evaluations = (result,)
         predictions = self.task.decode(result.dataset, result.features, result.outputs)
         label_ids = [np.asarray(f["labels"]) for f in result.features]
         self.callbacks.on_predict(self, result.metrics)

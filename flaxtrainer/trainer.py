@@ -152,6 +152,7 @@ class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
         self.control = TrainerControl()
         self.is_training = False
         self.last_evaluation: EvalLoopOutput | None = None
+        self.last_evaluations: tuple[EvalLoopOutput, ...] = ()  # every set of the last call
         self.checkpointer: Checkpointer | None = None
         self._interrupt = InterruptGuard()
 

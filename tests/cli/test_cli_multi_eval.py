@@ -212,6 +212,8 @@ def test_a_dict_of_eval_datasets_in_the_api(tmp_path):
     assert not all(np.array_equal(x, y) for x, y in zip(final, snapshot.params[6]))
 
     merged = trainer.evaluate()
+    # each set's pass is kept for the error report, not only the last one
+    assert [p.prefix for p in trainer.last_evaluations] == ["eval_a", "eval_b"]
     for name, data in sets.items():
         alone = trainer.evaluate(data)
         assert merged[f"eval_{name}_accuracy"] == alone["eval_accuracy"]
