@@ -7,7 +7,7 @@ multi-process run plans its grid from the global lengths, and each process packs
 of every micro-batch. Prints each run's ``padding_efficiency``, ``train_compiled_shapes`` and
 its grid ("Training batches: ..." from the log) as a Markdown table.
 
-    python benchmarks/multiprocess.py --devices 2 --processes 2 --max_train_samples 512
+    python benchmarks/multi_process.py --devices 2 --processes 2 --max_train_samples 512
 """
 
 from __future__ import annotations
