@@ -56,8 +56,25 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Put a pytree (params, optimizer state) on every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """Put a pytree (params, optimizer state) on every device of ``mesh``.
+
+    On a mesh that spans several processes every leaf is built from its host value with
+    ``make_array_from_callback``: ``jax.device_put`` of a device array onto such a mesh gives,
+    with one device per process, arrays whose shards cannot be read back (orbax fails to save
+    them: "the input arrays must have one shard each").
+    """
+    sharding = replicated(mesh)
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def put(x: Any) -> jax.Array:
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
 
 
 def put_batch(

@@ -12,8 +12,6 @@ checkpoint must reproduce it bit for bit.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from multihost_launch import cpu_env, launch, wait_all
 
 pytestmark = pytest.mark.slow
 
@@ -31,61 +30,31 @@ LEARNING_RATE, MAX_STEPS = 3e-2, 6  # as in the worker
 SESSION_KEYS = ("padding_efficiency", "compiled_shapes", "train_compiled_shapes")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _launch(
     root: Path, name: str, processes: int, devices: int, resume_from: Path | None = None
-) -> list[tuple[subprocess.Popen, Path]]:
+) -> tuple[str, list[tuple[subprocess.Popen, Path]]]:
     """Start ``processes`` workers with ``devices`` host devices each, output in ``root/name``."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
+    env = cpu_env(
+        devices,
         # Shared by the runs: the resumed run reuses the 2-process run's executables.
-        "JAX_COMPILATION_CACHE_DIR": str(root / "jax-cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
+        JAX_COMPILATION_CACHE_DIR=str(root / "jax-cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
     run_dir = root / name
     run_dir.mkdir(parents=True)
     command = [sys.executable, str(WORKER), "--output_dir", str(run_dir / "out")]
     if resume_from is not None:
         command += ["--resume_from", str(resume_from)]
-    port = _free_port()
-    procs = []
-    for pid in range(processes):
-        extra = []
-        if processes > 1:
-            extra = ["--coordinator_address", f"127.0.0.1:{port}"]
-            extra += ["--num_processes", str(processes), "--process_id", str(pid)]
-        log = run_dir / f"log{pid}.txt"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [*command, "--result", str(run_dir / f"result{pid}.json"), *extra],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        procs.append((proc, log))
-    return procs
+    per_process = ["--result", str(run_dir / "result{pid}.json")]
+    return name, launch(command, run_dir, processes, env, per_process)
 
 
-def _results(procs: list[tuple[subprocess.Popen, Path]]) -> list[dict[str, Any]]:
+def _results(launched: tuple[str, list[tuple[subprocess.Popen, Path]]]) -> list[dict[str, Any]]:
     """Wait for the workers (killing all if one hangs); each one's result with its params."""
-    try:
-        for proc, _ in procs:
-            proc.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        for proc, _ in procs:
-            proc.kill()
-        logs = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for _, log in procs)
-        pytest.fail(f"a worker ran past {TIMEOUT} s (hung collective?):\n{logs}")
+    name, procs = launched
+    wait_all(procs, TIMEOUT, name)
     results = []
-    for pid, (proc, log) in enumerate(procs):
-        assert proc.returncode == 0, f"process {pid} failed:\n{log.read_text()[-5000:]}"
+    for pid, (_, log) in enumerate(procs):
         path = log.with_name(f"result{pid}.json")
         result = json.loads(path.read_text())
         with np.load(f"{path}.npz") as params:

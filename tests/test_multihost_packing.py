@@ -11,25 +11,17 @@ differs. Dropout masks are keyed by each token's example id and position
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cli.conftest import build_tiny_bert, make_sentences, write_conll
+from multihost_launch import cpu_env, launch, wait_all
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 420  # seconds per run; a hung collective fails the test instead of stalling CI
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _model(root: Path, dropout: bool) -> Path:
@@ -42,18 +34,21 @@ def _model(root: Path, dropout: bool) -> Path:
     return folder
 
 
-def _run(root: Path, name: str, model: Path, data: dict[str, Path], processes: int) -> Path:
-    """The CLI at its defaults (but a short run) on ``processes`` x ``4 // processes`` devices;
-    returns its output directory. Logs in ``root/name/log<pid>.txt``."""
+def _run(
+    root: Path,
+    name: str,
+    model: Path,
+    data: dict[str, Path],
+    processes: int,
+    devices: int = 4,
+    extra: tuple[str, ...] = (),
+) -> Path:
+    """The CLI at its defaults (but a short run) on ``processes`` x ``devices // processes``
+    devices; returns its output directory. Logs in ``root/name/log<pid>.txt``."""
     run_dir = root / name
     run_dir.mkdir()
     out = run_dir / "out"
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={4 // processes}",
-        "JAX_PLATFORMS": "cpu",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+    env = cpu_env(devices // processes, TOKENIZERS_PARALLELISM="false")
     command = [
         sys.executable, "-m", "flaxtrainer",
         "--model_name_or_path", str(model),
@@ -67,33 +62,9 @@ def _run(root: Path, name: str, model: Path, data: dict[str, Path], processes: i
         "--logging_steps", "1",
         "--disable_tqdm",
         "--report_to", "none",
+        *extra,
     ]  # fmt: skip
-    port = _free_port()
-    procs = []
-    for pid in range(processes):
-        extra = []
-        if processes > 1:
-            extra = ["--coordinator_address", f"127.0.0.1:{port}"]
-            extra += ["--num_processes", str(processes), "--process_id", str(pid)]
-        log = run_dir / f"log{pid}.txt"
-        with log.open("w") as stream:
-            procs.append(
-                (
-                    subprocess.Popen(
-                        [*command, *extra], stdout=stream, stderr=subprocess.STDOUT, env=env
-                    ),
-                    log,
-                )
-            )
-    try:
-        for proc, _ in procs:
-            proc.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        for proc, _ in procs:
-            proc.kill()
-        pytest.fail(f"{name}: a process ran past {TIMEOUT} s (hung collective?)")
-    for pid, (proc, log) in enumerate(procs):
-        assert proc.returncode == 0, f"{name} process {pid} failed:\n{log.read_text()[-5000:]}"
+    wait_all(launch(command, run_dir, processes, env), TIMEOUT, name)
     return out
 
 
@@ -135,3 +106,19 @@ def test_two_processes_pack_and_train_like_one(tmp_path, data, dropout):
     state = json.loads((double / "trainer_state.json").read_text())
     single_state = json.loads((single / "trainer_state.json").read_text())
     assert state["global_step"] == single_state["global_step"]
+
+
+def test_one_device_per_process_trains_and_checkpoints(tmp_path, data):
+    """2 processes x 1 device (two single-GPU machines): the replicated state must be
+    savable (orbax reads every array's shards) and the run equal to 1 process x 2 devices."""
+    model = _model(tmp_path, dropout=False)
+    extra = ("--save_strategy", "steps", "--save_steps", "4")
+    single = _run(tmp_path, "single", model, data, processes=1, devices=2, extra=extra)
+    double = _run(tmp_path, "double", model, data, processes=2, devices=2, extra=extra)
+    for out in (single, double):
+        steps = sorted(int(p.name) for p in (out / "checkpoints" / "latest").iterdir())
+        assert 4 in steps, steps
+    want, have = _weights(single), _weights(double)
+    for key, value in want.items():
+        if "key.bias" not in key:
+            np.testing.assert_allclose(have[key], value, rtol=0, atol=2e-5, err_msg=key)
