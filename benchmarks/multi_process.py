@@ -3,8 +3,8 @@
 Runs the offline demo (MiniLM on W-NUT 2016, packing as shipped) for one epoch twice: one
 process with ``D`` CPU devices, then ``P`` processes with ``D / P`` devices each (JAX's
 distributed runtime on 127.0.0.1). Both runs see the same global batch (32 sentences); the
-multi-process run plans its grid from the global lengths, and each process packs its own share
-of every micro-batch. Prints each run's ``padding_efficiency``, ``train_compiled_shapes`` and
+multi-process run plans its grid and packs every micro-batch from the global lengths, each
+process placing its own sentences into the shared rows. Prints each run's ``padding_efficiency``, ``train_compiled_shapes`` and
 its grid ("Training batches: ..." from the log) as a Markdown table.
 
     python benchmarks/multi_process.py --devices 2 --processes 2 --max_train_samples 512
@@ -45,7 +45,7 @@ def run(root: Path, processes: int, devices: int, extra: list[str], timeout: flo
         "--num_train_epochs", "1",
         "--per_device_train_batch_size", str(per_device),
         "--eval_strategy", "no", "--do_eval", "false", "--do_predict", "false",
-        "--save_strategy", "no",  # 1 device per process: orbax save fails (see README)
+        "--save_strategy", "no",  # training only: no checkpoint writes in the timings
         "--disable_tqdm", "--report_to", "none",
         *extra,
     ]  # fmt: skip

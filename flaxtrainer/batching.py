@@ -7,7 +7,7 @@ tokens while compiling few shapes:
   first-fit decreasing; ``attention_mask`` numbers the sentences of a row (1, 2, ...) so each
   attends only to itself, and ``position_ids`` restart at each sentence. A batch still holds
   ``batch_size`` sentences; the sampler deals them so that every batch has about the same
-  number of tokens, and one grid (rows x width, :meth:`PackingBatcher.plan_grid`) planned
+  number of tokens, and one grid (rows x width, ``layouts.plan_packed_grid``) planned
   before training holds every batch of the run: one compiled shape, ~95% real tokens on
   short-sentence corpora.
 - *length buckets* (:class:`Batcher`): each batch is padded to the smallest of a few fixed
@@ -39,8 +39,6 @@ EXAMPLE_IDS = "example_ids"
 #: Every padded width is a multiple of this (or the task's max_seq_length): length buckets,
 #: packed rows, and the inference pipeline's batches (``pipeline.py``), so few shapes compile.
 WIDTH_MULTIPLE = 16
-#: Batches on which packing candidates are scored (the chosen grid covers every batch).
-PLAN_SAMPLE_BATCHES = 256
 
 
 def bucket_widths(
@@ -209,6 +207,19 @@ def first_fit_decreasing(lengths: np.ndarray, width: int) -> tuple[np.ndarray, n
     return rows, starts, len(free)
 
 
+def segment_numbers(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each item's number within its row, 1, 2, ... from the row's start: the segment ids of
+    packed rows (``attention_mask``), the same whichever process builds the row."""
+    numbers = np.zeros(len(rows), np.int32)
+    order = np.lexsort((starts, rows))
+    run_start = 0
+    for k in range(1, len(order) + 1):
+        if k == len(order) or rows[order[k]] != rows[order[run_start]]:
+            numbers[order[run_start:k]] = np.arange(1, k - run_start + 1)
+            run_start = k
+    return numbers
+
+
 @dataclass(frozen=True)
 class PackedHostBatch(HostBatch):
     """A packed batch: ``rows[i]``, ``starts[i]`` locate feature ``indices[i]`` in the batch
@@ -237,7 +248,9 @@ class PackingBatcher(Batcher):
     ``position_offset`` (the model's ``config.position_offset``) for every sentence, so each
     sentence is encoded as if it were alone (up to float rounding). The task must name
     ``attention_mask`` among its model inputs, and the model must read it as segment ids
-    (docs/internals.md). Rows are at most ``max_width`` wide; :meth:`plan_grid` picks the grid.
+    (docs/internals.md). Rows are at most ``max_width`` wide; ``layouts.plan_packed_grid`` picks
+    the grid. :meth:`place` builds rows from a packing decided elsewhere (several processes
+    share a packing; each places its own features).
     """
 
     def __init__(
@@ -265,58 +278,6 @@ class PackingBatcher(Batcher):
     def array_names(self) -> tuple[str, ...]:
         return (*self.packed_names, "attention_mask", POSITION_IDS, LABELS, EXAMPLE_IDS)
 
-    def rows_needed(self, indices: np.ndarray, width: int | None = None) -> int:
-        """Rows of ``width`` (default ``max_width``) that ``indices`` pack into."""
-        lengths = self.lengths[np.asarray(indices, np.int64)]
-        return first_fit_decreasing(lengths, width or self.max_width)[2]
-
-    def plan_grid(
-        self,
-        batches: Sequence[np.ndarray],
-        micro_size: int | None = None,
-        multiple: int = 1,
-        width_cost: float | None = None,
-        sample: int = PLAN_SAMPLE_BATCHES,
-    ) -> PackingGrid:
-        """The grid for ``batches``: every micro-batch fits, with the least estimated compute.
-
-        A batch's micro-batches are its consecutive runs of ``micro_size`` features (default:
-        the whole batch), as :meth:`batch` cuts them. Rows are rounded up to a multiple of
-        ``multiple`` (the device count). Candidate widths: multiples of
-        ``WIDTH_MULTIPLE`` from the longest feature up to ``max_width``, and
-        ``max_width``; each is scored on up to ``sample`` batches as
-        ``rows * width * (1 + width / width_cost)``: attention's cost per token grows with the
-        row width, about as ``width / d_model`` relative to the rest of an encoder layer
-        (measured on CPU; ``width_cost=None`` scores computed tokens only). Narrow rows
-        waste less on attention, wide rows pack tighter. The rows of the chosen width then
-        cover every batch.
-        """
-        parts = [
-            part
-            for indices in batches
-            for part in _runs(np.asarray(indices, np.int64), micro_size)
-            if part.size
-        ]
-        if not parts:
-            return PackingGrid(multiple, self.max_width)
-        longest = int(self.lengths.max())
-        step = WIDTH_MULTIPLE
-        candidates = sorted(
-            {w for w in range(-(-longest // step) * step, self.max_width, step)} | {self.max_width}
-        )
-        scored = parts[:: max(1, -(-len(parts) // sample))]
-
-        def rows_for(width: int, group: Sequence[np.ndarray]) -> int:
-            most = max(self.rows_needed(part, width) for part in group)
-            return -(-most // multiple) * multiple
-
-        def cost(width: int) -> float:
-            scale = 1 + width / width_cost if width_cost else 1.0
-            return rows_for(width, scored) * width * scale
-
-        width = min(candidates, key=lambda w: (cost(w), -w))
-        return PackingGrid(rows_for(width, parts), width)
-
     def batch(
         self,
         indices: np.ndarray,
@@ -327,7 +288,7 @@ class PackingBatcher(Batcher):
         """Pack ``indices`` (at most ``rows`` sentences, cut into ``prod(leading)`` equal
         micro-batches in order) into ``[*leading, grid.rows, grid.width]``. A micro-batch that
         needs more than ``grid.rows`` rows gets them (another compiled shape: plan the grid
-        over the whole run with :meth:`plan_grid` to avoid it). Default grid: ``max_width``
+        over the whole run with ``layouts.plan_packed_grid`` to avoid it). Default grid: ``max_width``
         and as many rows as needed."""
         indices = np.asarray(indices, np.int64)
         if indices.size > rows:
@@ -342,28 +303,16 @@ class PackingBatcher(Batcher):
             real = part[part >= 0]
             layouts.append((real, *first_fit_decreasing(self.lengths[real], width)))
         height = max(grid.rows, *(n for *_, n in layouts))
-        arrays = {
-            name: np.full((groups, height, width), self._pad(name), np.int32)
-            for name in self.array_names
-        }
         flat_rows = np.full(rows, -1, np.int64)
         flat_starts = np.full(rows, -1, np.int64)
+        parts = []
         for g, (real, part_rows, part_starts, _) in enumerate(layouts):
-            segment = np.zeros(height, np.int32)
-            for feature_index, row, start in zip(real, part_rows, part_starts):
-                feature = self.features[feature_index]
-                end = start + int(self.lengths[feature_index])
-                for name in (*self.packed_names, LABELS):
-                    arrays[name][g, row, start:end] = feature[name]
-                segment[row] += 1
-                arrays["attention_mask"][g, row, start:end] = segment[row]
-                arrays[POSITION_IDS][g, row, start:end] = np.arange(
-                    self.position_offset, self.position_offset + end - start
-                )
-                arrays[EXAMPLE_IDS][g, row, start:end] = feature_index + self.example_id_offset
+            segments = segment_numbers(part_rows, part_starts)
+            parts.append(self.place(real, part_rows, part_starts, segments, height, width))
             slot = g * (rows // groups) + np.arange(real.size)
             flat_rows[slot] = g * height + part_rows
             flat_starts[slot] = part_starts
+        arrays = {name: np.stack([part[name] for part in parts]) for name in self.array_names}
         if leading:
             arrays = {k: v.reshape(*leading, height, width) for k, v in arrays.items()}
         else:
@@ -372,14 +321,35 @@ class PackingBatcher(Batcher):
             arrays, slots, int(self.lengths[indices].sum()), rows=flat_rows, starts=flat_starts
         )
 
+    def place(
+        self,
+        indices: np.ndarray,
+        rows: np.ndarray,
+        starts: np.ndarray,
+        segments: np.ndarray,
+        num_rows: int,
+        width: int,
+    ) -> dict[str, np.ndarray]:
+        """``[num_rows, width]`` arrays with feature ``indices[i]`` at ``(rows[i], starts[i])``,
+        numbered ``segments[i]`` (>= 1) in ``attention_mask``, its positions restarting at
+        ``position_offset``; padding elsewhere. The packing itself is the caller's."""
+        arrays = {
+            name: np.full((num_rows, width), self._pad(name), np.int32) for name in self.array_names
+        }
+        for feature_index, row, start, segment in zip(indices, rows, starts, segments):
+            feature = self.features[feature_index]
+            end = start + int(self.lengths[feature_index])
+            for name in (*self.packed_names, LABELS):
+                arrays[name][row, start:end] = feature[name]
+            arrays["attention_mask"][row, start:end] = segment
+            arrays[POSITION_IDS][row, start:end] = np.arange(
+                self.position_offset, self.position_offset + end - start
+            )
+            arrays[EXAMPLE_IDS][row, start:end] = feature_index + self.example_id_offset
+        return arrays
+
     def _pad(self, name: str) -> int:
         return 0 if name in ("attention_mask", POSITION_IDS) else self.pad_values.get(name, 0)
-
-
-def _runs(indices: np.ndarray, size: int | None) -> list[np.ndarray]:
-    """``indices`` cut into consecutive runs of ``size`` (``None``: one run)."""
-    step = size or max(indices.size, 1)
-    return [indices[i : i + step] for i in range(0, indices.size, step)]
 
 
 def deal_balanced(

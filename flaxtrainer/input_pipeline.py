@@ -11,14 +11,15 @@ Three pieces, each answering one question, the same on one process and on severa
   first-fit decreasing, with segment ids and restarting position ids
   (``batching.PackingBatcher``), in one grid planned for the whole run (``layouts.py``).
 - **placement** (:class:`Placement`): which process builds which rows. Every process holds only
-  the features of its contiguous slice of the dataset (``sharded_data``); a row holds the
-  features of one process only (packing packs each process's share of a micro-batch on its
-  own), the owner builds it, and a jitted gather (``sharding.assemble_rows``) puts every row at
-  its global position. One process owns every feature, builds every row and transfers the
-  batch whole: the same code with ``P = 1``.
+  the features of its contiguous slice of the dataset (``sharded_data``). The layout arranges
+  a micro-batch from the global lengths alone, so the rows are those of a single-process run;
+  each process builds, for every row that holds any of its features, a partial row with its
+  own features in place, and a jitted gather (``sharding.assemble_rows``) merges the partial
+  rows of a row (token by token, by segment id) at its global position. One process owns every
+  feature, builds every row and transfers the batch whole: the same code with ``P = 1``.
 
-The grid is planned from the global lengths and owners, which every process knows (gathered
-once per dataset), so every process compiles the same shapes.
+The grid is planned from the global lengths, which every process knows (gathered once per
+dataset), so every process compiles the same shapes, and 2 processes pad no more than 1.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from flaxtrainer.batching import LABELS, Batcher, PackingBatcher, PackingGrid, bucket_widths
+from flaxtrainer.batching import (
+    LABELS,
+    Batcher,
+    PackingBatcher,
+    PackingGrid,
+    bucket_widths,
+    segment_numbers,
+)
 from flaxtrainer.distributed import allgather_objects
 from flaxtrainer.layouts import Layout, PackedLayout, PaddedLayout
 from flaxtrainer.sharded_data import (
@@ -99,9 +107,10 @@ class PlacedBatch:
     process: ``C`` is the batch's rows, the whole batch); ``indices``: the global feature index
     of every slot (-1: padding); ``rows`` / ``starts``: where each slot's feature lies in the
     global batch flattened to ``[rows, width]``; ``shape``: the global batch's shape;
-    ``source_rows`` ``[*leading, rows]`` (several processes): for each global row, its row in
-    the stacked process blocks (-1: a padding row). ``real_tokens``: unpadded tokens of the
-    global batch.
+    ``source_rows`` ``[*leading, rows, P]`` (several processes): for each global row and each
+    process, the process's partial row in the stacked process blocks (-1: none).
+    ``real_tokens``: unpadded tokens of the global batch; ``segment_name``: the array whose
+    nonzero tokens a partial row holds (packed rows; None: rows are never shared).
     """
 
     arrays: dict[str, np.ndarray]
@@ -112,6 +121,7 @@ class PlacedBatch:
     starts: np.ndarray
     source_rows: np.ndarray | None = None
     pad_values: Mapping[str, int] = field(default_factory=dict)
+    segment_name: str | None = None
 
     @property
     def computed_tokens(self) -> int:
@@ -128,7 +138,14 @@ class PlacedBatch:
         assembled from every process's rows (a collective), or transferred whole."""
         if self.source_rows is None:
             return put_whole_batch(self.arrays, mesh, batch_axis)
-        return assemble_rows(self.arrays, self.source_rows, mesh, batch_axis, self.pad_values)
+        return assemble_rows(
+            self.arrays,
+            self.source_rows,
+            mesh,
+            batch_axis,
+            self.pad_values,
+            segment_name=self.segment_name,
+        )
 
 
 class PreparedData:
@@ -159,13 +176,7 @@ class PreparedData:
         self, batches: Sequence[np.ndarray], micro_size: int | None = None, multiple: int = 1
     ) -> PackingGrid | None:
         """The grid for ``batches`` (None: the layout needs none)."""
-        return self.layout.plan(
-            batches,
-            self.lengths,
-            self.placement.owner,
-            micro_size=micro_size,
-            multiple=multiple,
-        )
+        return self.layout.plan(batches, self.lengths, micro_size=micro_size, multiple=multiple)
 
     def eval_plan(
         self, batch_size: int, multiple: int = 1
@@ -197,7 +208,7 @@ class PreparedData:
         arranged = []
         for part in slots.reshape(groups, per):
             real = part[part >= 0]
-            arranged.append((real, *layout.arrange(self.lengths[real], place.owner[real], width)))
+            arranged.append((real, *layout.arrange(self.lengths[real], width)))
         height = layout.height(per, max(n for *_, n in arranged), grid)
         owned = [  # per group and process: the rows it owns, ascending
             [np.unique(r[place.owner[real] == p]) for p in range(place.num_processes)]
@@ -210,7 +221,8 @@ class PreparedData:
             for name in layout.array_names
         }
         many = place.num_processes > 1
-        source = np.full((groups, height), -1, np.int32) if many else None
+        processes = place.num_processes
+        source = np.full((groups, height, processes), -1, np.int32) if many else None
         positions = place.row_positions(place.num_processes * capacity) if many else None
         flat_rows = np.full(rows, -1, np.int64)
         flat_starts = np.full(rows, -1, np.int64)
@@ -219,18 +231,26 @@ class PreparedData:
                 if mine.size == 0:
                     continue
                 if source is not None:
-                    source[g, mine] = positions[p][: mine.size]
+                    source[g, mine, p] = positions[p][: mine.size]
                 if p == place.process_index:
-                    local = real[place.owner[real] == p] - place.offsets[p]
+                    ours = place.owner[real] == p
+                    built = layout.build(
+                        real[ours] - place.offsets[p],
+                        np.searchsorted(mine, part_rows[ours]),
+                        part_starts[ours],
+                        segment_numbers(part_rows, part_starts)[ours],
+                        mine.size,
+                        width,
+                    )
                     block_rows = mine if source is None else np.arange(mine.size)
-                    for name, built in layout.build(local, width).items():
-                        arrays[name][g, block_rows, : built.shape[1]] = built
+                    for name, array in built.items():
+                        arrays[name][g, block_rows, : array.shape[1]] = array
             slot = g * per + np.arange(real.size)
             flat_rows[slot] = g * height + part_rows
             flat_starts[slot] = part_starts
         arrays = {k: v.reshape(*leading, capacity, width) for k, v in arrays.items()}
         if source is not None:
-            source = source.reshape(*leading, height)
+            source = source.reshape(*leading, height, processes)
         return PlacedBatch(
             arrays=arrays,
             indices=slots,
@@ -240,6 +260,7 @@ class PreparedData:
             starts=flat_starts,
             source_rows=source,
             pad_values={name: layout.pad_value(name) for name in layout.array_names},
+            segment_name="attention_mask" if layout.packed else None,
         )
 
     def all_features(self) -> Sequence[dict[str, Any]]:

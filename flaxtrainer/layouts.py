@@ -5,8 +5,9 @@ never asks which layout it holds. :class:`PaddedLayout` gives every feature a ro
 few bucket widths (``batching.Batcher``); :class:`PackedLayout` lays several features end to
 end in each row, first-fit decreasing, with segment ids in ``attention_mask`` and restarting
 ``position_ids`` (``batching.PackingBatcher``), in one grid planned for the whole run
-(:func:`plan_packed_grid`). A row only ever holds the features of one process, so its owner
-can build it (``input_pipeline.Placement``).
+(:func:`plan_packed_grid`). The packing of a micro-batch is decided from the global lengths, the
+same on every process and for every process count; a packed row may hold features of several
+processes, each of which places its own (``input_pipeline.Placement``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Protocol
 import numpy as np
 
 from flaxtrainer.batching import (
-    PLAN_SAMPLE_BATCHES,
     POSITION_IDS,
     WIDTH_MULTIPLE,
     Batcher,
@@ -28,6 +28,8 @@ from flaxtrainer.batching import (
     first_fit_decreasing,
 )
 
+#: Micro-batches on which packing candidates are scored (the chosen grid covers every one).
+PLAN_SAMPLE_BATCHES = 256
 #: Segment ids and position ids: 0 on padding, whatever the task's pad values.
 _ZERO_PADDED = ("attention_mask", POSITION_IDS)
 
@@ -35,8 +37,10 @@ _ZERO_PADDED = ("attention_mask", POSITION_IDS)
 class Layout(Protocol):
     """How the features of a batch become rows (see the module docstring).
 
-    ``arrange`` and ``build`` must agree: ``build(ix, width)`` gives the rows that ``arrange``
-    assigns to the features ``ix`` of one process, in ascending row order.
+    ``arrange`` decides, for a micro-batch's features (global lengths), each one's row and
+    start; ``build`` places one process's features there: ``rows`` index the ``num_rows`` rows
+    that process's features touch (ascending global rows), ``segments`` number the features of
+    a row from its start (1, 2, ...). A process leaves the rest of a shared row padded.
     """
 
     #: True when several features share a row (segment ids in ``attention_mask``).
@@ -52,7 +56,6 @@ class Layout(Protocol):
         self,
         batches: Sequence[np.ndarray],
         lengths: np.ndarray,
-        owner: np.ndarray,
         *,
         micro_size: int | None = None,
         multiple: int = 1,
@@ -62,11 +65,17 @@ class Layout(Protocol):
 
     def height(self, slots: int, rows_used: int, grid: PackingGrid | None) -> int: ...
 
-    def arrange(
-        self, lengths: np.ndarray, owners: np.ndarray, width: int
-    ) -> tuple[np.ndarray, np.ndarray, int]: ...
+    def arrange(self, lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, int]: ...
 
-    def build(self, local_indices: np.ndarray, width: int) -> dict[str, np.ndarray]: ...
+    def build(
+        self,
+        local_indices: np.ndarray,
+        rows: np.ndarray,
+        starts: np.ndarray,
+        segments: np.ndarray,
+        num_rows: int,
+        width: int,
+    ) -> dict[str, np.ndarray]: ...
 
     def pad_value(self, name: str) -> int: ...
 
@@ -98,7 +107,6 @@ class PaddedLayout:
         self,
         batches: Sequence[np.ndarray],
         lengths: np.ndarray,
-        owner: np.ndarray,
         *,
         micro_size: int | None = None,
         multiple: int = 1,
@@ -111,22 +119,30 @@ class PaddedLayout:
     def height(self, slots: int, rows_used: int, grid: PackingGrid | None) -> int:
         return slots
 
-    def arrange(
-        self, lengths: np.ndarray, owners: np.ndarray, width: int
-    ) -> tuple[np.ndarray, np.ndarray, int]:
+    def arrange(self, lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Feature ``k`` of the group in row ``k``, at its start."""
         return np.arange(lengths.size), np.zeros(lengths.size, np.int64), int(lengths.size)
 
-    def build(self, local_indices: np.ndarray, width: int) -> dict[str, np.ndarray]:
-        return self.local.batch(local_indices, local_indices.size).arrays
+    def build(
+        self,
+        local_indices: np.ndarray,
+        rows: np.ndarray,
+        starts: np.ndarray,
+        segments: np.ndarray,
+        num_rows: int,
+        width: int,
+    ) -> dict[str, np.ndarray]:
+        """One row per feature, in order (``rows`` is ``0..n-1``: rows are never shared)."""
+        return self.local.batch(local_indices, num_rows).arrays
 
     def pad_value(self, name: str) -> int:
         return self.local.pad_values.get(name, 0)
 
 
 class PackedLayout:
-    """Features packed first-fit decreasing into ``grid.width``-token rows, each process's share
-    of a micro-batch on its own (``batching.PackingBatcher``), in one grid for the whole run.
+    """A micro-batch's features packed first-fit decreasing into ``grid.width``-token rows
+    (``batching.PackingBatcher``), in one grid for the whole run; the packing depends on the
+    global lengths only, not on which process holds which feature.
 
     ``width_cost``: the row width at which attention costs about as much as the rest of a
     layer (the model's ``d_model``; see :func:`plan_packed_grid`).
@@ -155,7 +171,6 @@ class PackedLayout:
         self,
         batches: Sequence[np.ndarray],
         lengths: np.ndarray,
-        owner: np.ndarray,
         *,
         micro_size: int | None = None,
         multiple: int = 1,
@@ -164,7 +179,6 @@ class PackedLayout:
             self,
             batches,
             lengths,
-            owner,
             micro_size=micro_size,
             multiple=multiple,
             width_cost=self.width_cost,
@@ -177,23 +191,20 @@ class PackedLayout:
         """The grid's rows; a micro-batch that needs more gets them (another compiled shape)."""
         return max(grid.rows if grid is not None else 1, rows_used)
 
-    def arrange(
-        self, lengths: np.ndarray, owners: np.ndarray, width: int
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Each owner's features first-fit decreasing into rows of their own, owners in order."""
-        rows = np.zeros(lengths.size, np.int64)
-        starts = np.zeros(lengths.size, np.int64)
-        used = 0
-        for process in np.unique(owners):
-            mine = owners == process
-            part_rows, part_starts, count = first_fit_decreasing(lengths[mine], width)
-            rows[mine], starts[mine] = part_rows + used, part_starts
-            used += count
-        return rows, starts, used
+    def arrange(self, lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """First-fit decreasing over the whole micro-batch, whoever holds the features."""
+        return first_fit_decreasing(lengths, width)
 
-    def build(self, local_indices: np.ndarray, width: int) -> dict[str, np.ndarray]:
-        grid = PackingGrid(1, width)
-        return self.local.batch(local_indices, local_indices.size, grid=grid).arrays
+    def build(
+        self,
+        local_indices: np.ndarray,
+        rows: np.ndarray,
+        starts: np.ndarray,
+        segments: np.ndarray,
+        num_rows: int,
+        width: int,
+    ) -> dict[str, np.ndarray]:
+        return self.local.place(local_indices, rows, starts, segments, num_rows, width)
 
     def pad_value(self, name: str) -> int:
         return 0 if name in _ZERO_PADDED else self.local.pad_values.get(name, 0)
@@ -203,7 +214,6 @@ def plan_packed_grid(
     layout: Layout,
     batches: Sequence[np.ndarray],
     lengths: np.ndarray,
-    owner: np.ndarray,
     *,
     micro_size: int | None = None,
     multiple: int = 1,
@@ -211,11 +221,10 @@ def plan_packed_grid(
     sample: int = PLAN_SAMPLE_BATCHES,
 ) -> PackingGrid:
     """The grid for ``batches`` (global feature indices): every micro-batch fits, with the
-    least estimated compute; the same on every process (global ``lengths`` and ``owner``).
+    least estimated compute; the same on every process (global ``lengths``).
 
     A batch's micro-batches are its consecutive runs of ``micro_size`` features (default: the
-    whole batch). A micro-batch needs the rows that :meth:`Layout.arrange` gives it (each
-    process's share packed on its own); rows are rounded up to a multiple of ``multiple`` (the
+    whole batch). A micro-batch needs the rows that :meth:`Layout.arrange` gives it; rows are rounded up to a multiple of ``multiple`` (the
     device count). Candidate widths: multiples of ``WIDTH_MULTIPLE`` from the longest feature
     up to the layout's widest, and the widest; each is scored on up to ``sample`` micro-batches
     as ``rows * width * (1 + width / width_cost)``: attention's cost per token grows with the
@@ -241,7 +250,7 @@ def plan_packed_grid(
     scored = parts[:: max(1, -(-len(parts) // sample))]
 
     def rows_for(width: int, group: Sequence[np.ndarray]) -> int:
-        most = max(layout.arrange(lengths[part], owner[part], width)[2] for part in group)
+        most = max(layout.arrange(lengths[part], width)[2] for part in group)
         return -(-most // multiple) * multiple
 
     def cost(width: int) -> float:

@@ -148,15 +148,20 @@ def assemble_rows(
     mesh: Mesh,
     batch_axis: int = 0,
     pad_values: Mapping[str, int] | None = None,
+    segment_name: str | None = None,
 ) -> dict[str, jax.Array]:
-    """A global batch from rows spread over processes, in a row order the caller chooses.
+    """A global batch from (partial) rows spread over processes, in a row order the caller
+    chooses.
 
     Each process passes ``local``: arrays ``[*leading, C, width]`` holding its own rows (``C`` is
     the same on every process; unused rows are ignored). Stacked over processes they form a
-    global array whose rows :func:`process_rows` locates. ``source_rows`` ``[*leading, rows]``,
-    the same on every process, gives for each row of the result the global row to take (``-1``:
-    a padding row, filled with ``pad_values``, e.g. labels -100). The result is sharded on
-    ``"data"`` along ``batch_axis == len(leading)``, exactly as if one process had built it.
+    global array whose rows :func:`process_rows` locates. ``source_rows`` ``[*leading, rows, K]``,
+    the same on every process, gives for each row of the result up to ``K`` global rows to merge
+    (``-1``: none; a row with none is a padding row, filled with ``pad_values``, e.g. labels
+    -100). Several sources of a row are partial rows, each holding its tokens where its
+    ``segment_name`` array is nonzero (packed rows: segment ids); a token no source holds is
+    padding. Without ``segment_name`` a row must have at most one source. The result is sharded
+    on ``"data"`` along ``batch_axis == len(leading)``, exactly as if one process had built it.
     """
     sharding = batch_sharding(mesh, batch_axis)
     processes = mesh_processes(mesh)
@@ -172,24 +177,43 @@ def assemble_rows(
         replicated(mesh), np.asarray(source_rows, np.int32)
     )
     pads = tuple(sorted({**DEFAULT_PAD_VALUES, **(pad_values or {})}.items()))
-    return _row_gather(mesh, batch_axis, pads)(global_arrays, sources)
+    return _row_gather(mesh, batch_axis, pads, segment_name)(global_arrays, sources)
 
 
 @functools.lru_cache(maxsize=16)
-def _row_gather(mesh: Mesh, batch_axis: int, pads: tuple[tuple[str, int], ...]) -> Callable:
-    """Jitted ``(arrays, sources) -> arrays[..., sources, :]`` with padding rows filled."""
+def _row_gather(
+    mesh: Mesh, batch_axis: int, pads: tuple[tuple[str, int], ...], segment_name: str | None
+) -> Callable:
+    """Jitted ``(arrays, sources) -> rows merged from arrays[..., sources[..., k], :]`` with
+    padding filled (see :func:`assemble_rows`)."""
     pad_of = dict(pads)
 
     def gather(arrays: dict[str, jax.Array], sources: jax.Array) -> dict[str, jax.Array]:
-        valid = sources >= 0
-        safe = jnp.maximum(sources, 0)
+        def take(x: jax.Array, k: int) -> jax.Array:
+            flat = x.reshape(-1, *x.shape[batch_axis:])
+            index = jnp.maximum(sources[..., k], 0).reshape(flat.shape[0], -1)
+            rows = jax.vmap(lambda a, i: a[i])(flat, index)
+            return rows.reshape(*sources.shape[:-1], *x.shape[batch_axis + 1 :])
+
+        def expand(mask: jax.Array, x: jax.Array) -> jax.Array:
+            return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+
+        held = []  # per source: which tokens of the result it holds
+        for k in range(sources.shape[-1]):
+            valid = sources[..., k] >= 0
+            if segment_name is None:
+                held.append(expand(valid, arrays[next(iter(arrays))]))
+            else:
+                segment = take(arrays[segment_name], k)
+                held.append(expand(valid, segment) & (segment != 0))
         out = {}
         for name, x in arrays.items():
-            flat = x.reshape(-1, *x.shape[batch_axis:])
-            rows = jax.vmap(lambda a, i: a[i])(flat, safe.reshape(flat.shape[0], -1))
-            rows = rows.reshape(*sources.shape, *x.shape[batch_axis + 1 :])
-            mask = valid.reshape(valid.shape + (1,) * (x.ndim - batch_axis - 1))
-            out[name] = jnp.where(mask, rows, jnp.asarray(pad_of.get(name, 0), x.dtype))
+            merged = jnp.full(
+                (*sources.shape[:-1], *x.shape[batch_axis + 1 :]), pad_of.get(name, 0), x.dtype
+            )
+            for k, mask in enumerate(held):
+                merged = jnp.where(mask, take(x, k), merged)
+            out[name] = merged
         return out
 
     return jax.jit(gather, out_shardings=batch_sharding(mesh, batch_axis))

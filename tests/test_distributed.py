@@ -253,19 +253,29 @@ def _interleaved_rows(processes: int, devices: int):
     return positions
 
 
-def _assemble(blocks, positions, pad_values):
+def _assemble(blocks, positions, pad_values, segment_name=None):
     """What assemble_rows computes on devices, in numpy: stack the process blocks at their
-    rows, then take each global row from its source (-1: a padding row)."""
+    rows, then merge each global row from its sources (-1: none; a token no source holds, or a
+    row with none: padding)."""
     source = blocks[0].source_rows
-    out = {}
+    stacked = {}
     for name in blocks[0].arrays:
         parts = [b.arrays[name] for b in blocks]
         capacity = parts[0].shape[-2]
-        stacked = np.zeros((*parts[0].shape[:-2], len(parts) * capacity, parts[0].shape[-1]))
+        stacked[name] = np.zeros((*parts[0].shape[:-2], len(parts) * capacity, parts[0].shape[-1]))
         for part, rows in zip(parts, positions(len(parts) * capacity)):
-            stacked[..., rows, :] = part
-        taken = np.take_along_axis(stacked, np.maximum(source, 0)[..., None], axis=-2)
-        out[name] = np.where(source[..., None] >= 0, taken, pad_values.get(name, 0))
+            stacked[name][..., rows, :] = part
+
+    def take(name, k):
+        return np.take_along_axis(stacked[name], np.maximum(source[..., k], 0)[..., None], axis=-2)
+
+    out = {name: np.full(take(name, 0).shape, pad_values.get(name, 0)) for name in stacked}
+    for k in range(source.shape[-1]):
+        held = source[..., k][..., None] >= 0
+        if segment_name is not None:
+            held = held & (take(segment_name, k) != 0)
+        for name in stacked:
+            out[name] = np.where(held, take(name, k), out[name])
     return out
 
 
@@ -334,10 +344,11 @@ def test_process_blocks_rebuild_the_single_process_batches():
     assert min(capacities) < 16  # blocks smaller than batches
 
 
-def test_packed_process_blocks_hold_every_feature_at_its_place():
-    """Packed layout on 2 fake processes: each packs its own share of every micro-batch; the
-    assembled batch has the planned (single) shape, the same on every process, and holds each
-    feature's tokens, segment and positions at its ``placements()``."""
+def test_packed_process_blocks_rebuild_the_single_process_batches():
+    """Packed layout on 2 fake processes: a micro-batch is packed from the global lengths, so
+    rows hold features of both processes; each process builds partial rows with its own
+    features, and merging them gives exactly the single-process batch (same rows, segment ids,
+    positions, padding), in the planned (single) shape, with no more padding than one process."""
     task = ToyTask()
     features = task.prepare(make_dataset(53, seed=4, max_len=30))
     names = (*task.model_input_names, "attention_mask")
@@ -348,14 +359,23 @@ def test_packed_process_blocks_hold_every_feature_at_its_place():
         20,
         positions,
     )
-    shapes = set()
+    shapes, shared = set(), 0
     for indices, rows, leading, grid in _plans(full):
+        want = full.batch(indices, rows, leading, grid)
         blocks = [fake.batch(indices, rows, leading, grid) for fake in fakes]
-        assert blocks[0].shape == blocks[1].shape == (*leading, grid.rows, grid.width)
-        shapes.add(blocks[0].shape)
-        got = _assemble(blocks, positions, blocks[0].pad_values)
+        assert blocks[0].shape == blocks[1].shape == want.shape == (*leading, grid.rows, grid.width)
+        shapes.add(want.shape)
+        for block in blocks:
+            np.testing.assert_array_equal(block.rows, want.rows)
+            np.testing.assert_array_equal(block.starts, want.starts)
+        np.testing.assert_array_equal(blocks[0].source_rows, blocks[1].source_rows)
+        shared += int(((blocks[0].source_rows >= 0).sum(-1) == 2).sum())
+        got = _assemble(blocks, positions, blocks[0].pad_values, blocks[0].segment_name)
+        assert got.keys() == want.arrays.keys()
+        for name, array in want.arrays.items():
+            np.testing.assert_array_equal(got[name], array, err_msg=name)
         flat = {k: v.reshape(-1, v.shape[-1]) for k, v in got.items()}
-        for index, row, start in zip(blocks[0].indices, *blocks[0].placements()):
+        for index, row, start in zip(want.indices, *want.placements()):
             if index < 0:
                 continue
             feature = features[index]
@@ -366,13 +386,14 @@ def test_packed_process_blocks_hold_every_feature_at_its_place():
             segment = flat["attention_mask"][row, start:end]
             assert segment.min() == segment.max() > 0
         real = sum(len(features[i]["labels"]) for i in indices)
-        assert (flat["labels"] != -100).sum() <= real == blocks[0].real_tokens
-        assert (flat["attention_mask"] > 0).sum() == real
+        assert (flat["attention_mask"] > 0).sum() == real == blocks[0].real_tokens
+    assert shared > 0  # rows holding features of both processes were merged
     assert len({s for s in shapes if len(s) == 3}) == 1  # one training shape
 
 
 def test_assemble_rows_on_devices():
-    """The jitted gather: rows in the requested order, padding rows filled, batch sharded."""
+    """The jitted gather: rows in the requested order, padding rows filled, batch sharded;
+    partial rows merged token by token by their segment ids."""
     mesh = make_mesh()
     rng = np.random.default_rng(0)
     local = {
@@ -380,7 +401,7 @@ def test_assemble_rows_on_devices():
         "labels": rng.integers(0, 3, (2, 8, 5)).astype(np.int32),
     }
     source = np.array([[7, 6, 5, 4, 3, 2, 1, -1], [0, -1, -1, 2, 4, 6, 1, 3]], np.int32)
-    out = assemble_rows(local, source, mesh, batch_axis=1, pad_values={"input_ids": 9})
+    out = assemble_rows(local, source[..., None], mesh, batch_axis=1, pad_values={"input_ids": 9})
     (rows,) = process_rows(mesh, 8)  # one process holds every row
     np.testing.assert_array_equal(rows, np.arange(8))
     for name, array in local.items():
@@ -389,6 +410,26 @@ def test_assemble_rows_on_devices():
         want = np.where(source[..., None] >= 0, want, pad)
         np.testing.assert_array_equal(np.asarray(out[name]), want)
         assert out[name].sharding.spec == jax.sharding.PartitionSpec(None, "data")
-    flat = assemble_rows({"labels": local["labels"][0]}, source[0], mesh)
+    flat = assemble_rows({"labels": local["labels"][0]}, source[0][:, None], mesh)
     np.testing.assert_array_equal(np.asarray(flat["labels"])[:7], local["labels"][0][7:0:-1])
     assert (np.asarray(flat["labels"])[7] == -100).all()
+
+    # Two partial rows per row: row r of the result takes tokens from rows 2r and 2r + 1
+    # wherever their segment ids are nonzero; tokens neither holds are padding.
+    segments = np.zeros((8, 6), np.int32)
+    segments[0::2, :2] = 1  # the first sentence of each row in one partial row
+    segments[1::2, 3:5] = 2  # the second in the other; column 2 and 5: padding
+    ids = rng.integers(1, 50, (8, 6)).astype(np.int32)
+    pairs = np.stack([np.arange(0, 8, 2), np.arange(1, 8, 2)], axis=-1)
+    merged = assemble_rows(
+        {"attention_mask": segments, "input_ids": ids},
+        np.concatenate([pairs, np.full((4, 2), -1)]),
+        mesh,
+        pad_values={"input_ids": 9},
+        segment_name="attention_mask",
+    )
+    got_ids, got_segments = np.asarray(merged["input_ids"]), np.asarray(merged["attention_mask"])
+    np.testing.assert_array_equal(got_ids[:4, :2], ids[0::2, :2])
+    np.testing.assert_array_equal(got_ids[:4, 3:5], ids[1::2, 3:5])
+    assert (got_ids[:4, [2, 5]] == 9).all() and (got_ids[4:] == 9).all()
+    np.testing.assert_array_equal(got_segments[:4], segments[0::2] + segments[1::2])

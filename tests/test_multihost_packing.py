@@ -1,11 +1,10 @@
 """Packing on several processes: the command line at its defaults on 2 processes x 2 CPU
 devices trains like 1 process x 4 devices, and both pack.
 
-Each process packs its own share of every micro-batch into rows of a grid planned from the
-global lengths (``flaxtrainer.input_pipeline``), so the packed rows differ from the
-single-process ones; the loss is a global sum over a global count, so only the summation order
-differs. Dropout masks are keyed by each token's example id and position
-(``example_ids``), not by its row: with dropout on, the runs agree only where that keying is in.
+Every micro-batch is packed from the global lengths into a grid planned from them
+(``flaxtrainer.input_pipeline``), so the rows are those of the single-process run, each process
+placing its own sentences; only the summation order of cross-device reductions differs. Dropout
+masks are keyed by each token's example id and position (``example_ids``), so they agree too.
 """
 
 from __future__ import annotations

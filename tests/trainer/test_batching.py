@@ -14,6 +14,7 @@ from flaxtrainer.batching import (
     eval_plan,
     first_fit_decreasing,
 )
+from flaxtrainer.layouts import PackedLayout
 
 
 def _features(lengths, with_mask=True):
@@ -225,8 +226,10 @@ def test_packed_batch_layout_segments_positions_and_placements():
     assert (batch.arrays["labels"][~seen] == -100).all()
     assert (batch.arrays["position_ids"][~seen] == 0).all()
     assert (batch.arrays["example_ids"][~seen] == -1).all()
-    assert batcher.rows_needed(np.arange(5)) == 3  # 7+3, 6+2, 5
-    assert batcher.plan_grid([np.arange(5)], multiple=4) == PackingGrid(4, 10)
+    assert first_fit_decreasing(batcher.lengths, 10)[2] == 3  # 7+3, 6+2, 5
+    assert PackedLayout(batcher).plan([np.arange(5)], batcher.lengths, multiple=4) == PackingGrid(
+        4, 10
+    )
 
 
 def test_packed_micro_batches_and_growing_grid():
@@ -239,7 +242,8 @@ def test_packed_micro_batches_and_growing_grid():
     rows, _ = batch.placements()
     # micro-batch 0 holds features 0-3 (flattened rows 0-1), micro-batch 1 features 4-6
     assert set(rows[:4].tolist()) <= {0, 1} and set(rows[4:7].tolist()) <= {2, 3}
-    assert batcher.plan_grid([np.arange(8)], micro_size=4) == PackingGrid(2, 8)
+    plan = PackedLayout(batcher).plan([np.arange(8)], batcher.lengths, micro_size=4)
+    assert plan == PackingGrid(2, 8)
     # a batch that does not fit the planned grid gets the rows it needs (another shape)
     assert batcher.batch(np.arange(8), rows=8, grid=PackingGrid(2, 8)).shape == (4, 8)
     with pytest.raises(ValueError, match="do not include it"):
@@ -252,17 +256,20 @@ def test_plan_grid_trades_row_width_against_packing():
     batcher = PackingBatcher(_packing_features(lengths), ("input_ids", "attention_mask"), 128)
     batches = [np.arange(i, i + 32) for i in range(0, 256, 32)]
 
-    def computed(width: int) -> int:
-        return width * max(batcher.rows_needed(b, width) for b in batches)
+    def rows_needed(indices: np.ndarray, width: int) -> int:
+        return first_fit_decreasing(batcher.lengths[indices], width)[2]
 
-    tight = batcher.plan_grid(batches)  # computed tokens only
+    def computed(width: int) -> int:
+        return width * max(rows_needed(b, width) for b in batches)
+
+    tight = PackedLayout(batcher).plan(batches, batcher.lengths)  # computed tokens only
     assert computed(tight.width) == min(computed(w) for w in (48, 64, 80, 96, 112, 128))
-    cheap = batcher.plan_grid(batches, width_cost=64)  # attention dear: narrower rows
+    cheap = PackedLayout(batcher, width_cost=64).plan(batches, batcher.lengths)
     assert cheap.width < tight.width and cheap.width % 16 == 0 and cheap.width >= 40
     for grid in (tight, cheap):  # every batch fits the planned grid
-        assert all(batcher.rows_needed(b, grid.width) <= grid.rows for b in batches)
+        assert all(rows_needed(b, grid.width) <= grid.rows for b in batches)
         assert batcher.batch(batches[0], 32, grid=grid).shape == (grid.rows, grid.width)
-    assert batcher.plan_grid(batches, multiple=8).rows % 8 == 0
+    assert PackedLayout(batcher).plan(batches, batcher.lengths, multiple=8).rows % 8 == 0
 
 
 def test_balanced_plan_covers_each_feature_once():
