@@ -87,7 +87,9 @@ def main() -> None:
         extra = ["--max_train_samples", str(args.max_train_samples)]
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run(Path(tmp), p, args.devices, extra, args.timeout) for p in (1, args.processes)]
-    print("| processes x devices | padding efficiency | compiled train shapes | grid | train loss |")
+    print(
+        "| processes x devices | padding efficiency | compiled train shapes | grid | train loss |"
+    )
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
         print(
