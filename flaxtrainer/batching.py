@@ -37,7 +37,7 @@ POSITION_IDS = "position_ids"
 #: within the feature), so a token draws the same mask in a padded and in a packed row.
 EXAMPLE_IDS = "example_ids"
 #: Every padded width is a multiple of this (or the task's max_seq_length): length buckets,
-#: packed rows, and the inference pipeline's batches (``pipeline.py``), so few shapes compile.
+#: packed rows and the evaluation grids, so few shapes compile.
 WIDTH_MULTIPLE = 16
 
 

@@ -202,9 +202,12 @@ def check_best_metric(args: TrainingArguments, metrics: Mapping[str, Any]) -> No
     )
 
 
-def evaluation_loop(trainer: FlaxTrainer, dataset: Any, prefix: str) -> EvalLoopOutput:
+def evaluation_loop(
+    trainer: FlaxTrainer, dataset: Any, prefix: str, expect_gold: bool = True
+) -> EvalLoopOutput:
     """One pass of ``trainer``'s current parameters over ``dataset``; metrics prefixed
-    ``{prefix}_`` (the task's metrics and ``loss`` only when the dataset has gold labels)."""
+    ``{prefix}_`` (the task's metrics and ``loss`` only when the dataset has gold labels; a
+    warning says so when it has none, unless ``expect_gold`` is False: raw-text prediction)."""
     start = time.perf_counter()
     data = trainer.inputs.prepare(dataset)
     params = trainer._eval_params()
@@ -240,7 +243,7 @@ def evaluation_loop(trainer: FlaxTrainer, dataset: Any, prefix: str) -> EvalLoop
         report = _error_report(trainer.task, dataset, features, outputs)
         metrics.update({_prefixed(prefix, k): v for k, v in task_metrics.items()})
         metrics[f"{prefix}_loss"] = totals["loss_sum"] / totals["count"]
-    else:
+    elif expect_gold:
         logger.warning(
             "%s: the dataset has no gold labels; only counts and runtime are reported.", prefix
         )

@@ -12,8 +12,9 @@ tokenizer, plus `flaxtrainer_task.json` (task class, its arguments and the datas
 names), so inference rebuilds exactly the task that was trained. Raw text is split into words at
 whitespace and punctuation with character offsets, keeping combining marks with their letters
 (see `split_words`); pre-split words are accepted as well. The
-task's own `prepare`/`predict_step`/`decode_with_scores` run, so long inputs are windowed and
-stitched exactly as in evaluation.
+sentences go through the training input path (the task's `prepare`, the trainer's layout and
+compiled evaluation step, the task's `decode_with_scores`), so long inputs are windowed and
+stitched, and short ones packed, exactly as in evaluation.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from flaxtrainer.tasks.schemes import TaggingScheme, get_scheme
 
 if TYPE_CHECKING:
     from flaxtrainer.cli_args import PredictArguments
+    from flaxtrainer.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -195,50 +197,27 @@ class TokenClassificationPipeline:
                 f"re-export the model with flaxtrainer, or fix label_names in {TASK_FILE}",
             )
         self.tags_words = getattr(self.task, "scheme", True) is None
-        self._forward = _make_forward(self.model, self.task)
+        self._trainer = _inference_trainer(self.model, self.task, self.tokenizer, folder, batch_size)
 
     # -- words -> tags -----------------------------------------------------------------------
 
     def tag(self, sentences: Sequence[Sequence[str]]) -> list[list[tuple[str, float | None]]]:
-        """Per sentence, per word: (tag, probability of that tag; None if the task gives none)."""
+        """Per sentence, per word: (tag, probability of that tag; None if the task gives none).
+
+        The sentences go through the training input path: ``task.prepare``, the trainer's
+        layout (packed rows with flaxtrainer's encoders) and its compiled evaluation step, as
+        ``--do_predict`` does (``flaxtrainer.evaluation.evaluation_loop``)."""
         if not sentences:
             return []
+        from flaxtrainer.evaluation import evaluation_loop
+
         data = {"tokens": [list(words) for words in sentences]}
-        features = self.task.prepare(data)
-        outputs: list[dict[str, np.ndarray]] = []
-        for begin in range(0, len(features), self.batch_size):
-            outputs.extend(self._run(features[begin : begin + self.batch_size]))
+        result = evaluation_loop(self._trainer, data, "predict", expect_gold=False)
         decode = getattr(self.task, "decode_with_scores", None)
         if decode is not None:
-            return decode(data, features, outputs)
-        tags = self.task.decode(data, features, outputs)
+            return decode(data, result.features, result.outputs)
+        tags = self.task.decode(data, result.features, result.outputs)
         return [[(tag, None) for tag in sentence] for sentence in tags]
-
-    def _run(self, features: Sequence[dict]) -> list[dict[str, np.ndarray]]:
-        """Pad a batch to a bucketed shape (few compilations), run, cut rows back."""
-        from flaxtrainer.batching import WIDTH_MULTIPLE
-
-        names = self.task.model_input_names
-        longest = max(len(f["input_ids"]) for f in features)
-        bucket = max(WIDTH_MULTIPLE, 1 << (longest - 1).bit_length())
-        width = max(longest, min(bucket, int(getattr(self.task, "max_seq_length", bucket))))
-        rows = self.batch_size if len(features) > 1 else 1
-        pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
-        batch = {}
-        for name in set(names) | {"attention_mask"}:
-            fill = pad_id if name == "input_ids" else 0
-            array = np.full((rows, width), fill, np.int32)
-            for i, feature in enumerate(features):
-                values = feature.get(name)
-                if values is None and name == "attention_mask":
-                    values = np.ones(len(feature["input_ids"]), np.int32)
-                array[i, : len(values)] = values
-            batch[name] = array
-        result = {k: np.asarray(v) for k, v in self._forward(batch).items()}
-        return [
-            {k: v[i, : len(f["input_ids"])] for k, v in result.items()}
-            for i, f in enumerate(features)
-        ]
 
     # -- text in, dicts out -------------------------------------------------------------------
 
@@ -324,25 +303,23 @@ def _inference_task(
     return build_task(cls, info.get("label_names") or model_labels, tokenizer, task_kwargs)
 
 
-def _make_forward(model: Any, task: Any):
-    """A jitted `batch -> task.predict_step(model(batch))` over the split model state (with the
-    model's head parameters and the batch when it has any: a CRF decodes with Viterbi)."""
+def _inference_trainer(
+    model: Any, task: Any, tokenizer: Any, folder: Path, batch_size: int
+) -> FlaxTrainer:
+    """A trainer that only evaluates: one device, ``batch_size`` rows per batch, no trackers,
+    nothing written (``output_dir`` is the model folder, which evaluation never writes to)."""
     import jax
-    from flax import nnx
 
-    from flaxtrainer.steps import head_params, task_context
+    from flaxtrainer.args import TrainingArguments
+    from flaxtrainer.trainer import FlaxTrainer
 
-    graphdef, state = nnx.split(model)
-    accepted = ("input_ids", "attention_mask", "token_type_ids")
-
-    @jax.jit
-    def forward(state, batch):
-        module = nnx.merge(graphdef, state)
-        inputs = {k: v for k, v in batch.items() if k in accepted}
-        logits = module(**inputs, deterministic=True)
-        return task.predict_step(logits, **task_context(head_params(module), batch))
-
-    return lambda batch: forward(state, batch)
+    args = TrainingArguments(
+        output_dir=str(folder),
+        per_device_eval_batch_size=batch_size,
+        report_to="none",
+        disable_tqdm=True,
+    )
+    return FlaxTrainer(model, task, args, tokenizer=tokenizer, devices=jax.local_devices()[:1])
 
 
 # -- `flaxtrainer predict` -------------------------------------------------------------------
