@@ -34,12 +34,12 @@ from jax.extend.random import define_prng_impl, threefry_prng_impl
 #: Names accepted by ``TrainingArguments.dropout_rng``.
 DROPOUT_RNGS: tuple[str, ...] = ("hash", "threefry")
 
-_GOLDEN = np.uint32(0x9E3779B9)
+GOLDEN = np.uint32(0x9E3779B9)
 _M1 = np.uint32(0x7FEB352D)
 _M2 = np.uint32(0x846CA68B)
 
 
-def _mix(x: jax.Array) -> jax.Array:
+def mix(x: jax.Array) -> jax.Array:
     """lowbias32 (C. Wellons, "Hash function prospector"): a bijection of uint32."""
     x = x ^ (x >> 16)
     x = x * _M1
@@ -48,7 +48,7 @@ def _mix(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def _flat_index(shape: Sequence[int]) -> jax.Array:
+def flat_index(shape: Sequence[int]) -> jax.Array:
     """Row-major position of every element of ``shape`` as uint32, built from per-axis iotas so
     that a sharded output is computed shard by shard at its global positions."""
     if math.prod(shape) >= 2**32:
@@ -75,7 +75,7 @@ def hash_random_bits(key: jax.Array, bit_width: int, shape: Sequence[int]) -> ja
     if bit_width not in (8, 16, 32):
         raise TypeError(f"hash PRNG: bit_width must be 8, 16, 32 or 64, got {bit_width}.")
     shape = tuple(int(d) for d in shape)
-    bits = _mix(_mix(_flat_index(shape) * _GOLDEN + key[0]) ^ key[1])
+    bits = mix(mix(flat_index(shape) * GOLDEN + key[0]) ^ key[1])
     if bit_width == 32:
         return bits
     return (bits >> np.uint32(32 - bit_width)).astype(jnp.dtype(f"uint{bit_width}"))
@@ -88,9 +88,9 @@ _C_SPLIT = np.uint32(0x85157AF5)
 def _derive(k0: jax.Array, k1: jax.Array, data: jax.Array, salt: np.uint32) -> jax.Array:
     """A new key from ``(k0, k1)`` and uint32 ``data`` (any shape): both output words depend on
     both key words and on ``data``."""
-    a = _mix(k0 ^ _mix(data * _GOLDEN + salt))
-    b = _mix(k1 + a)
-    return jnp.stack([_mix(a ^ b), b], axis=-1)
+    a = mix(k0 ^ mix(data * GOLDEN + salt))
+    b = mix(k1 + a)
+    return jnp.stack([mix(a ^ b), b], axis=-1)
 
 
 def hash_fold_in(key: jax.Array, data: Any) -> jax.Array:
@@ -101,7 +101,7 @@ def hash_fold_in(key: jax.Array, data: Any) -> jax.Array:
 def hash_split(key: jax.Array, shape: Sequence[int]) -> jax.Array:
     """``jax.random.split`` for :data:`HASH_PRNG` keys: key ``i`` derives from ``i``."""
     shape = tuple(int(d) for d in shape)
-    return _derive(key[0], key[1], _flat_index(shape), _C_SPLIT)
+    return _derive(key[0], key[1], flat_index(shape), _C_SPLIT)
 
 
 #: Keys and bits from hashed counters; pass as ``jax.random.key(seed, impl=HASH_PRNG)``.

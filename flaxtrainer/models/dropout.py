@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxtrainer.dropout_rng import _GOLDEN, HASH_PRNG, _flat_index, _mix
+from flaxtrainer.dropout_rng import GOLDEN, HASH_PRNG, flat_index, mix
 
 DropoutLayout = Literal["tokens", "attention", "other"]
 
@@ -91,8 +91,8 @@ def token_ids(
 def _token_hash(k0: jax.Array, example_ids: jax.Array, positions: jax.Array) -> jax.Array:
     """A keyed uint32 per (example, position): bijective in the example id for a fixed key,
     then mixed with the position."""
-    word = _mix(example_ids.astype(jnp.uint32) * _GOLDEN + k0)
-    return _mix(word ^ _mix(positions.astype(jnp.uint32) * _GOLDEN + _C_POSITION))
+    word = mix(example_ids.astype(jnp.uint32) * GOLDEN + k0)
+    return mix(word ^ mix(positions.astype(jnp.uint32) * GOLDEN + _C_POSITION))
 
 
 def keyed_bits(
@@ -116,21 +116,21 @@ def keyed_bits(
             raise ValueError(f"Dropout: input {shape} does not start with the ids' {(batch, seq)}.")
         features = tuple(shape[2:])
         token = token.reshape(batch, seq, *(1,) * len(features))
-        index = _flat_index(features).reshape(1, 1, *features) if features else np.uint32(0)
-        word = token ^ (index * _GOLDEN + _C_FEATURE)
+        index = flat_index(features).reshape(1, 1, *features) if features else np.uint32(0)
+        word = token ^ (index * GOLDEN + _C_FEATURE)
     elif layout == "attention":
         if len(shape) != 4 or (shape[0], shape[2], shape[3]) != (batch, seq, seq):
             raise ValueError(
                 f"Dropout: attention input {shape} is not [batch, heads, seq, seq] for ids "
                 f"{(batch, seq)}."
             )
-        heads = _mix(jnp.arange(shape[1], dtype=jnp.uint32) * _GOLDEN + _C_HEAD)
+        heads = mix(jnp.arange(shape[1], dtype=jnp.uint32) * GOLDEN + _C_HEAD)
         query = token[:, None, :, None] ^ heads[None, :, None, None]
         key_position = positions.astype(jnp.uint32)[:, None, None, :]
-        word = query + key_position * _GOLDEN
+        word = query + key_position * GOLDEN
     else:
         raise ValueError(f"Dropout: no keyed bits for layout {layout!r}.")
-    return _mix(_mix(word) ^ k1)
+    return mix(mix(word) ^ k1)
 
 
 class Dropout(nnx.Dropout):
