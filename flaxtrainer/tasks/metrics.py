@@ -6,7 +6,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from seqeval.metrics import accuracy_score, classification_report
 
 from flaxtrainer.tasks.schemes import TaggingScheme
 
@@ -42,6 +41,9 @@ def seqeval_metrics(
     elif mode not in (None, "default"):
         raise ValueError(f"seqeval mode must be None/'default' or 'strict', got {mode!r}.")
     y_true, y_pred = [list(s) for s in y_true], [list(s) for s in y_pred]
+    # imported here: seqeval.metrics imports scikit-learn and SciPy (see schemes.entity_spans)
+    from seqeval.metrics import accuracy_score, classification_report
+
     accuracy = float(accuracy_score(y_true, y_pred))  # of the tags as given
     if mode != "strict" and scheme is not None:
         y_true = [scheme.default_mode_tags(s) for s in y_true]

@@ -18,7 +18,6 @@ from collections.abc import Container, Iterable, Sequence
 from typing import ClassVar, NamedTuple
 
 from seqeval import scheme as seqeval_scheme
-from seqeval.metrics.sequence_labeling import get_entities
 
 OUTSIDE = "O"
 #: Prefixes of chunk tags in any scheme (``B-PER``, ``L-LOC``, ...).
@@ -92,6 +91,10 @@ class TaggingScheme:
                 )
             tokens = seqeval_scheme.Tokens(list(tags), scheme=self.seqeval)
             return [EntitySpan(e.tag, e.start, e.end) for e in tokens.entities]
+        # imported here: seqeval.metrics imports scikit-learn and SciPy (~1-2 s of CPU), which a
+        # run that never reads entities (training only) does not need
+        from seqeval.metrics.sequence_labeling import get_entities
+
         chunks = get_entities(self.default_mode_tags(tags))
         return [EntitySpan(kind, first, last + 1) for kind, first, last in chunks]
 
