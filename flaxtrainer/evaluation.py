@@ -211,7 +211,10 @@ def evaluation_loop(
     start = time.perf_counter()
     data = trainer.inputs.prepare(dataset)
     params = trainer._eval_params()
-    plan, grid = data.eval_plan(trainer.eval_batch_size, multiple=trainer.num_devices)
+    plan, grid = data.eval_plan(
+        trainer.eval_batch_size, multiple=trainer.num_devices, grid=trainer._train_grid
+    )
+    slots = max([trainer.eval_batch_size, *(len(b) for b in plan)])  # a filled grid: more
     outputs: list[dict[str, np.ndarray] | None] = [None] * len(data.lengths)
     totals = {"loss_sum": 0.0, "count": 0}
 
@@ -226,7 +229,7 @@ def evaluation_loop(
 
     pending: deque[tuple[PlacedBatch, Any]] = deque()
     for indices in plan:
-        host = data.batch(indices, trainer.eval_batch_size, (), grid)
+        host = data.batch(indices, slots, (), grid)
         trainer._record_shape(trainer._eval_shapes, host.shape)
         device_batch = host.put(trainer.mesh)
         pending.append((host, trainer._eval_step(params, trainer._rest, device_batch)))

@@ -179,11 +179,12 @@ class PreparedData:
         return self.layout.plan(batches, self.lengths, micro_size=micro_size, multiple=multiple)
 
     def eval_plan(
-        self, batch_size: int, multiple: int = 1
+        self, batch_size: int, multiple: int = 1, grid: PackingGrid | None = None
     ) -> tuple[list[np.ndarray], PackingGrid | None]:
-        """Evaluation batches (every feature once) and their grid."""
-        batches = self.layout.eval_batches(self.lengths, batch_size)
-        return batches, self.plan(batches, multiple=multiple)
+        """Evaluation batches (every feature once) and their grid: ``grid`` (the training
+        grid) when the layout fills it, else one planned for these batches."""
+        batches, used = self.layout.eval_batches(self.lengths, batch_size, grid)
+        return batches, used or self.plan(batches, multiple=multiple)
 
     def batch(
         self,

@@ -50,7 +50,9 @@ class Layout(Protocol):
 
     def describe(self, grid: PackingGrid | None) -> str: ...
 
-    def eval_batches(self, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]: ...
+    def eval_batches(
+        self, lengths: np.ndarray, batch_size: int, grid: PackingGrid | None = None
+    ) -> tuple[list[np.ndarray], PackingGrid | None]: ...
 
     def plan(
         self,
@@ -100,8 +102,11 @@ class PaddedLayout:
     def describe(self, grid: PackingGrid | None) -> str:
         return f"padded to widths {list(self.widths)}, one feature per row"
 
-    def eval_batches(self, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-        return eval_plan(lengths, batch_size, sort_by_length=len(self.widths) > 1)
+    def eval_batches(
+        self, lengths: np.ndarray, batch_size: int, grid: PackingGrid | None = None
+    ) -> tuple[list[np.ndarray], None]:
+        """``batch_size`` features per batch (by length with several widths)."""
+        return eval_plan(lengths, batch_size, sort_by_length=len(self.widths) > 1), None
 
     def plan(
         self,
@@ -164,8 +169,16 @@ class PackedLayout:
             return f"packed into rows of up to {self.local.max_width} tokens"
         return f"packed, {grid.rows} rows x {grid.width} tokens per micro-batch"
 
-    def eval_batches(self, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-        return balanced_plan(lengths, batch_size)
+    def eval_batches(
+        self, lengths: np.ndarray, batch_size: int, grid: PackingGrid | None = None
+    ) -> tuple[list[np.ndarray], PackingGrid | None]:
+        """With ``grid`` (the training grid) and every feature fitting its width: batches that
+        fill it (:func:`fill_grid`), so evaluation runs in the training shape, whatever the
+        evaluation set (one more compiled shape for all of them: the eval step's). Else
+        ``batch_size`` features per batch with similar token counts, grid planned later."""
+        if grid is not None and (lengths.size == 0 or int(lengths.max()) <= grid.width):
+            return fill_grid(lengths, grid), grid
+        return balanced_plan(lengths, batch_size), None
 
     def plan(
         self,
@@ -259,6 +272,18 @@ def plan_packed_grid(
 
     width = min(candidates, key=lambda w: (cost(w), -w))
     return PackingGrid(rows_for(width, parts), width)
+
+
+def fill_grid(lengths: np.ndarray, grid: PackingGrid) -> list[np.ndarray]:
+    """Every feature once, in batches that each fill ``grid``: first-fit decreasing over all the
+    features into ``grid.width``-token rows, cut into batches of ``grid.rows`` rows. A batch
+    lists its features longest first (as the packing visited them), so first-fit decreasing
+    over the batch alone (what ``PackedLayout.arrange`` does) lays them out in the same rows."""
+    lengths = np.asarray(lengths)
+    rows, _, _ = first_fit_decreasing(lengths, grid.width)
+    order = np.argsort(-lengths, kind="stable")
+    batch_of = rows[order] // grid.rows
+    return [order[batch_of == k] for k in np.unique(batch_of)]
 
 
 def _runs(indices: np.ndarray, size: int | None) -> list[np.ndarray]:

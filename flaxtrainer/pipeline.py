@@ -197,7 +197,9 @@ class TokenClassificationPipeline:
                 f"re-export the model with flaxtrainer, or fix label_names in {TASK_FILE}",
             )
         self.tags_words = getattr(self.task, "scheme", True) is None
-        self._trainer = _inference_trainer(self.model, self.task, self.tokenizer, folder, batch_size)
+        self._trainer = _inference_trainer(
+            self.model, self.task, self.tokenizer, folder, batch_size
+        )
 
     # -- words -> tags -----------------------------------------------------------------------
 

@@ -288,3 +288,17 @@ def test_sampler_micro_batches_only_reorder_within_a_batch():
     assert [sorted(b.tolist()) for b in whole] == [sorted(b.tolist()) for b in micro]
     quarters = [lengths[b[i : i + 8]].sum() for b in micro if len(b) == 32 for i in (0, 8, 16, 24)]
     assert np.ptp(quarters) < 0.1 * np.mean(quarters)
+
+
+def test_fill_grid_covers_each_feature_once_and_fits_the_grid():
+    from flaxtrainer.layouts import fill_grid
+
+    lengths = np.random.default_rng(6).integers(1, 40, size=97)
+    grid = PackingGrid(4, 48)
+    batches = fill_grid(lengths, grid)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(97))
+    for batch in batches:  # first-fit decreasing over a batch stays within the grid's rows
+        assert first_fit_decreasing(lengths[batch], grid.width)[2] <= grid.rows
+    used = sum(lengths[b].sum() for b in batches[:-1]) / (len(batches[:-1]) * 4 * 48)
+    assert used > 0.9  # filled grids: little padding
+    assert fill_grid(np.zeros(0, np.int64), grid) == []

@@ -95,6 +95,33 @@ def test_packed_training_loss_is_the_unpacked_masked_mean(make_args):
     assert len(logged) == 3
 
 
+def test_evaluation_after_training_runs_in_the_training_grid(make_args):
+    """After training, evaluation fills the training grid: every evaluation set runs in the
+    training shape (one eval-step compilation for all of them), with the outputs of an
+    evaluation planned on its own."""
+    train = make_dataset(48, seed=5, min_len=1, max_len=30)
+    sets = {"a": make_dataset(37, seed=6, min_len=1, max_len=30), "b": make_dataset(9, seed=8)}
+    args = make_args(max_steps=2, per_device_train_batch_size=8, per_device_eval_batch_size=4)
+    trainer = FlaxTrainer(
+        tiny_bert(seed=2), ToyTask(), args, train_dataset=train, devices=jax.devices()[:2]
+    )
+    trainer.train()
+    grid = trainer._train_grid
+    assert grid is not None
+    for name, data in sets.items():
+        metrics = trainer.evaluate(data)
+        assert trainer._eval_shapes == {(grid.rows, grid.width)}, name
+        filled = trainer.last_evaluation.outputs
+        trainer._train_grid = None  # plan this set's own batches and grid, as before training
+        alone = trainer.evaluate(data)
+        trainer._train_grid = grid
+        assert metrics["eval_loss"] == pytest.approx(alone["eval_loss"], rel=1e-5)
+        for a, b in zip(filled, trainer.last_evaluation.outputs):
+            np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-4, atol=1e-5)
+        trainer._eval_shapes.clear()
+    assert trainer._eval_step._cache_size() <= 1 + len(sets)  # the grid's + each set's own
+
+
 @pytest.fixture(scope="module")
 def dropout_runs(tmp_path_factory):
     """The same packed 8-step run (dropout 0.1) on 8 devices and on one."""
