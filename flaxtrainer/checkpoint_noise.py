@@ -95,7 +95,8 @@ def forget_failed_reads(step_dir: Path) -> None:
 def silence_closed_loop_callbacks() -> None:
     """Drop the "Event loop is closed" tracebacks that the pending reads of a failed restore
     print (one per array, hundreds for a model) through ``sys.unraisablehook``; with
-    :func:`forget_failed_reads`, a damaged checkpoint shows as the one warning of ``checkpointing._restore``.
+    :func:`forget_failed_reads`, a damaged checkpoint shows as the one warning of
+    ``checkpoint_restore._restore``.
 
     A failed read ends orbax's ``asyncio`` loop while tensorstore still completes the reads of
     the other arrays; each completion calls ``loop.call_soon_threadsafe`` on the closed loop and
