@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -221,15 +221,17 @@ def segment_numbers(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class PackedHostBatch(HostBatch):
-    """A packed batch: ``rows[i]``, ``starts[i]`` locate feature ``indices[i]`` in the batch
-    flattened to ``[rows, width]`` (-1 for padding entries of ``indices``)."""
+class RowPlacement:
+    """Where features go in ``[num_rows, width]`` rows decided elsewhere: feature
+    ``indices[i]`` at ``(rows[i], starts[i])``, numbered ``segments[i]`` (1, 2, ... from its
+    row's start) among the features of its row."""
 
-    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    def placements(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.rows, self.starts
+    indices: np.ndarray
+    rows: np.ndarray
+    starts: np.ndarray
+    segments: np.ndarray
+    num_rows: int
+    width: int
 
 
 @dataclass(frozen=True)
@@ -278,65 +280,25 @@ class PackingBatcher(Batcher):
     def array_names(self) -> tuple[str, ...]:
         return (*self.packed_names, "attention_mask", POSITION_IDS, LABELS, EXAMPLE_IDS)
 
-    def batch(
-        self,
-        indices: np.ndarray,
-        rows: int,
-        leading: tuple[int, ...] = (),
-        grid: PackingGrid | None = None,
-    ) -> PackedHostBatch:
-        """Pack ``indices`` (at most ``rows`` sentences, cut into ``prod(leading)`` equal
-        micro-batches in order) into ``[*leading, grid.rows, grid.width]``. A micro-batch that
-        needs more than ``grid.rows`` rows gets them (another compiled shape: plan the grid
-        over the whole run with ``layouts.plan_packed_grid`` to avoid it). Default grid: ``max_width``
-        and as many rows as needed."""
-        indices = np.asarray(indices, np.int64)
-        if indices.size > rows:
-            raise ValueError(f"PackingBatcher: {indices.size} features for {rows} slots.")
-        grid = grid or PackingGrid(1, self.max_width)
-        width = grid.width
-        groups = math.prod(leading) if leading else 1
-        slots = np.full(rows, -1, np.int64)
-        slots[: indices.size] = indices
-        layouts = []
-        for part in slots.reshape(groups, rows // groups):
-            real = part[part >= 0]
-            layouts.append((real, *first_fit_decreasing(self.lengths[real], width)))
-        height = max(grid.rows, *(n for *_, n in layouts))
-        flat_rows = np.full(rows, -1, np.int64)
-        flat_starts = np.full(rows, -1, np.int64)
-        parts = []
-        for g, (real, part_rows, part_starts, _) in enumerate(layouts):
-            segments = segment_numbers(part_rows, part_starts)
-            parts.append(self.place(real, part_rows, part_starts, segments, height, width))
-            slot = g * (rows // groups) + np.arange(real.size)
-            flat_rows[slot] = g * height + part_rows
-            flat_starts[slot] = part_starts
-        arrays = {name: np.stack([part[name] for part in parts]) for name in self.array_names}
-        if leading:
-            arrays = {k: v.reshape(*leading, height, width) for k, v in arrays.items()}
-        else:
-            arrays = {k: v[0] for k, v in arrays.items()}
-        return PackedHostBatch(
-            arrays, slots, int(self.lengths[indices].sum()), rows=flat_rows, starts=flat_starts
+    def batch(self, *args: Any, **kwargs: Any) -> HostBatch:
+        """Packed batches are built for a whole micro-batch at once, possibly by several
+        processes: ``input_pipeline.PreparedData.batch`` with :meth:`place`."""
+        raise NotImplementedError(
+            "PackingBatcher.batch: build packed batches with "
+            "flaxtrainer.input_pipeline.PreparedData(features, PackedLayout(batcher), placement)"
+            ".batch(...)"
         )
 
-    def place(
-        self,
-        indices: np.ndarray,
-        rows: np.ndarray,
-        starts: np.ndarray,
-        segments: np.ndarray,
-        num_rows: int,
-        width: int,
-    ) -> dict[str, np.ndarray]:
-        """``[num_rows, width]`` arrays with feature ``indices[i]`` at ``(rows[i], starts[i])``,
-        numbered ``segments[i]`` (>= 1) in ``attention_mask``, its positions restarting at
+    def place(self, placement: RowPlacement) -> dict[str, np.ndarray]:
+        """``[num_rows, width]`` arrays with every feature of ``placement`` at its row and
+        start, numbered by its segment in ``attention_mask``, its positions restarting at
         ``position_offset``; padding elsewhere. The packing itself is the caller's."""
+        num_rows, width = placement.num_rows, placement.width
         arrays = {
             name: np.full((num_rows, width), self._pad(name), np.int32) for name in self.array_names
         }
-        for feature_index, row, start, segment in zip(indices, rows, starts, segments):
+        where = zip(placement.indices, placement.rows, placement.starts, placement.segments)
+        for feature_index, row, start, segment in where:
             feature = self.features[feature_index]
             end = start + int(self.lengths[feature_index])
             for name in (*self.packed_names, LABELS):

@@ -33,7 +33,7 @@ from flaxtrainer.cli_fields import (  # noqa: F401  (re-exported: their old home
     PluginArguments,
     PredictArguments,
 )
-from flaxtrainer.errors import UserError  # noqa: F401  (re-exported: its old home)
+from flaxtrainer.errors import UserError, parse_json  # noqa: F401  (UserError re-exported: its old home)
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 _MISSING = object()  # default of a field that has none: reported as a missing required flag
@@ -190,23 +190,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             "examples/wnut16_demo.json",
         )
     text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+    if path.suffix == ".json":
+        hint = "the file must hold one JSON object of option names and values"
+        data = parse_json(text, str(path), hint)
+    else:
+        import yaml
 
+        try:
             data = yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{path}:{exc.lineno}: not valid JSON ({exc.msg})",
-            "the file must hold one JSON object of option names and values",
-        ) from None
-    except Exception as exc:  # yaml.YAMLError: message already names line and column
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"{path}: not valid YAML ({first})", "the file must hold one mapping of options"
-        ) from None
+        except Exception as exc:  # yaml.YAMLError: message already names line and column
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"{path}: not valid YAML ({first})", "the file must hold one mapping of options"
+            ) from None
     if not isinstance(data, dict):
         raise UserError(
             f"{path}: expected a mapping of option names to values, got {type(data).__name__}",

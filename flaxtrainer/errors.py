@@ -13,6 +13,9 @@ same classes.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 
 class UserError(Exception):
     """A mistake the user can fix: printed as `error: <message>` and `hint: <hint>`, exit 2."""
@@ -21,6 +24,16 @@ class UserError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+def parse_json(text: str, where: str, hint: str, line: int | None = None) -> Any:
+    """``json.loads(text)``, or a :class:`UserError` naming ``where``, the line (``line`` for a
+    one-line document, e.g. of a JSON-lines file; else the error's own) and the problem."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"{where}:{line if line is not None else exc.lineno}"
+        raise UserError(f"{where}: not valid JSON ({exc.msg})", hint) from None
 
 
 class DataError(ValueError):

@@ -39,6 +39,7 @@ from flaxtrainer.batching import (
     Batcher,
     PackingBatcher,
     PackingGrid,
+    RowPlacement,
     bucket_widths,
     segment_numbers,
 )
@@ -235,14 +236,15 @@ class PreparedData:
                     source[g, mine, p] = positions[p][: mine.size]
                 if p == place.process_index:
                     ours = place.owner[real] == p
-                    built = layout.build(
-                        real[ours] - place.offsets[p],
-                        np.searchsorted(mine, part_rows[ours]),
-                        part_starts[ours],
-                        segment_numbers(part_rows, part_starts)[ours],
-                        mine.size,
-                        width,
+                    placement = RowPlacement(
+                        indices=real[ours] - place.offsets[p],
+                        rows=np.searchsorted(mine, part_rows[ours]),
+                        starts=part_starts[ours],
+                        segments=segment_numbers(part_rows, part_starts)[ours],
+                        num_rows=mine.size,
+                        width=width,
                     )
+                    built = layout.build(placement)
                     block_rows = mine if source is None else np.arange(mine.size)
                     for name, array in built.items():
                         arrays[name][g, block_rows, : array.shape[1]] = array

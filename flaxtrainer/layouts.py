@@ -23,6 +23,7 @@ from flaxtrainer.batching import (
     Batcher,
     PackingBatcher,
     PackingGrid,
+    RowPlacement,
     balanced_plan,
     eval_plan,
     first_fit_decreasing,
@@ -38,9 +39,9 @@ class Layout(Protocol):
     """How the features of a batch become rows (see the module docstring).
 
     ``arrange`` decides, for a micro-batch's features (global lengths), each one's row and
-    start; ``build`` places one process's features there: ``rows`` index the ``num_rows`` rows
-    that process's features touch (ascending global rows), ``segments`` number the features of
-    a row from its start (1, 2, ...). A process leaves the rest of a shared row padded.
+    start; ``build`` places one process's features there (``batching.RowPlacement``: its rows
+    index the rows that process's features touch, ascending global rows). A process leaves the
+    rest of a shared row padded.
     """
 
     #: True when several features share a row (segment ids in ``attention_mask``).
@@ -69,15 +70,7 @@ class Layout(Protocol):
 
     def arrange(self, lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, int]: ...
 
-    def build(
-        self,
-        local_indices: np.ndarray,
-        rows: np.ndarray,
-        starts: np.ndarray,
-        segments: np.ndarray,
-        num_rows: int,
-        width: int,
-    ) -> dict[str, np.ndarray]: ...
+    def build(self, placement: RowPlacement) -> dict[str, np.ndarray]: ...
 
     def pad_value(self, name: str) -> int: ...
 
@@ -128,17 +121,9 @@ class PaddedLayout:
         """Feature ``k`` of the group in row ``k``, at its start."""
         return np.arange(lengths.size), np.zeros(lengths.size, np.int64), int(lengths.size)
 
-    def build(
-        self,
-        local_indices: np.ndarray,
-        rows: np.ndarray,
-        starts: np.ndarray,
-        segments: np.ndarray,
-        num_rows: int,
-        width: int,
-    ) -> dict[str, np.ndarray]:
-        """One row per feature, in order (``rows`` is ``0..n-1``: rows are never shared)."""
-        return self.local.batch(local_indices, num_rows).arrays
+    def build(self, placement: RowPlacement) -> dict[str, np.ndarray]:
+        """One row per feature, in order (the rows are ``0..n-1``: never shared)."""
+        return self.local.batch(placement.indices, placement.num_rows).arrays
 
     def pad_value(self, name: str) -> int:
         return self.local.pad_values.get(name, 0)
@@ -208,16 +193,8 @@ class PackedLayout:
         """First-fit decreasing over the whole micro-batch, whoever holds the features."""
         return first_fit_decreasing(lengths, width)
 
-    def build(
-        self,
-        local_indices: np.ndarray,
-        rows: np.ndarray,
-        starts: np.ndarray,
-        segments: np.ndarray,
-        num_rows: int,
-        width: int,
-    ) -> dict[str, np.ndarray]:
-        return self.local.place(local_indices, rows, starts, segments, num_rows, width)
+    def build(self, placement: RowPlacement) -> dict[str, np.ndarray]:
+        return self.local.place(placement)
 
     def pad_value(self, name: str) -> int:
         return 0 if name in _ZERO_PADDED else self.local.pad_values.get(name, 0)

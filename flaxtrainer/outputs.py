@@ -255,18 +255,13 @@ def read_predictions(path: str | Path) -> list[list[list[str]]]:
 
 def read_task_file(folder: str | Path) -> dict[str, Any] | None:
     """The `flaxtrainer_task.json` saved with a fine-tuned model, or None when there is none."""
-    from flaxtrainer.errors import UserError
+    from flaxtrainer.errors import UserError, parse_json
 
     path = Path(folder) / TASK_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{path}:{exc.lineno}: not valid JSON ({exc.msg})",
-            "re-export the model, or delete the file and pass --task_name",
-        ) from None
+    hint = "re-export the model, or delete the file and pass --task_name"
+    data = parse_json(path.read_text("utf-8"), str(path), hint)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object", "re-export the model")
     return data

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import regex
 
-from flaxtrainer.errors import UserError
+from flaxtrainer.errors import UserError, parse_json
 from flaxtrainer.outputs import TASK_FILE, read_task_file
 from flaxtrainer.tasks.schemes import TaggingScheme, get_scheme
 
@@ -337,13 +337,8 @@ def read_inputs(path: str | Path) -> list[str | list[str]]:
     text = path.read_text("utf-8")
     suffix = path.suffix.lower()
     if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(
-                f"{path}:{exc.lineno}: not valid JSON ({exc.msg})",
-                'write a list of word lists, e.g. [["John", "lives", "here"], ["Hi"]]',
-            ) from None
+        hint = 'write a list of word lists, e.g. [["John", "lives", "here"], ["Hi"]]'
+        data = parse_json(text, str(path), hint)
         if not isinstance(data, list):
             raise UserError(f"{path}: expected a JSON list of sentences", 'e.g. [["Hi", "!"]]')
         return [_sentence(item, f"{path}: item {i}") for i, item in enumerate(data)]
@@ -352,13 +347,8 @@ def read_inputs(path: str | Path) -> list[str | list[str]]:
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg})",
-                    'one word list or {"tokens": [...]} per line',
-                ) from None
+            hint = 'one word list or {"tokens": [...]} per line'
+            item = parse_json(line, str(path), hint, line=lineno)
             sentences.append(_sentence(item, f"{path}:{lineno}"))
         return sentences
     return [line.rstrip("\r") for line in text.split("\n")][: -1 if text.endswith("\n") else None]

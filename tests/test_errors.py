@@ -113,3 +113,14 @@ def test_every_error_type_of_flaxtrainer_errors_is_mapped():
         and obj.__module__ == errors.__name__
     }
     assert defined and defined <= set(cli.user_error_hints())
+
+
+def test_parse_json_names_file_line_and_problem():
+    from flaxtrainer.errors import UserError, parse_json
+
+    assert parse_json('{"a": [1, 2]}', "x.json", "hint") == {"a": [1, 2]}
+    with pytest.raises(UserError, match=r"^x\.json:3: not valid JSON \(Expecting value\)") as err:
+        parse_json('{\n "a":\n }', "x.json", "write an object")
+    assert err.value.hint == "write an object"
+    with pytest.raises(UserError, match=r"^w\.jsonl:7: not valid JSON"):
+        parse_json("[1,", "w.jsonl", "one list per line", line=7)  # a line of a JSON-lines file

@@ -14,6 +14,7 @@ from flaxtrainer.batching import (
     eval_plan,
     first_fit_decreasing,
 )
+from flaxtrainer.input_pipeline import Placement, PreparedData
 from flaxtrainer.layouts import PackedLayout
 
 
@@ -184,6 +185,13 @@ def test_token_balanced_sampler_is_pure_covers_everything_and_balances():
         LengthGroupedSampler(lengths, 30, 3, micro_batches=4)
 
 
+def _packed(batcher, indices, rows, leading=(), grid=None):
+    """A packed batch of ``indices`` on one process, as the trainer builds it."""
+    layout = PackedLayout(batcher)
+    data = PreparedData(batcher.features, layout, Placement.single(batcher.lengths))
+    return data.batch(indices, rows, leading, grid)
+
+
 def test_packed_batch_layout_segments_positions_and_placements():
     lengths = [5, 3, 7, 2, 6]
     batcher = PackingBatcher(
@@ -193,7 +201,7 @@ def test_packed_batch_layout_segments_positions_and_placements():
         pad_values={"input_ids": 0},
         position_offset=2,
     )
-    batch = batcher.batch(np.array([0, 1, 2, 3, 4]), rows=6, grid=PackingGrid(4, 10))
+    batch = _packed(batcher, np.array([0, 1, 2, 3, 4]), rows=6, grid=PackingGrid(4, 10))
     assert batch.shape == (4, 10) and batch.computed_tokens == 40 and batch.real_tokens == 23
     assert set(batch.arrays) == {
         "input_ids",
@@ -237,7 +245,7 @@ def test_packed_micro_batches_and_growing_grid():
     batcher = PackingBatcher(
         _packing_features(lengths), ("input_ids", "attention_mask"), max_width=8
     )
-    batch = batcher.batch(np.arange(7), rows=8, leading=(2,), grid=PackingGrid(2, 8))
+    batch = _packed(batcher, np.arange(7), rows=8, leading=(2,), grid=PackingGrid(2, 8))
     assert batch.shape == (2, 2, 8)
     rows, _ = batch.placements()
     # micro-batch 0 holds features 0-3 (flattened rows 0-1), micro-batch 1 features 4-6
@@ -245,7 +253,7 @@ def test_packed_micro_batches_and_growing_grid():
     plan = PackedLayout(batcher).plan([np.arange(8)], batcher.lengths, micro_size=4)
     assert plan == PackingGrid(2, 8)
     # a batch that does not fit the planned grid gets the rows it needs (another shape)
-    assert batcher.batch(np.arange(8), rows=8, grid=PackingGrid(2, 8)).shape == (4, 8)
+    assert _packed(batcher, np.arange(8), rows=8, grid=PackingGrid(2, 8)).shape == (4, 8)
     with pytest.raises(ValueError, match="do not include it"):
         PackingBatcher(_packing_features([3]), ("input_ids",), max_width=8)
 
@@ -268,7 +276,7 @@ def test_plan_grid_trades_row_width_against_packing():
     assert cheap.width < tight.width and cheap.width % 16 == 0 and cheap.width >= 40
     for grid in (tight, cheap):  # every batch fits the planned grid
         assert all(rows_needed(b, grid.width) <= grid.rows for b in batches)
-        assert batcher.batch(batches[0], 32, grid=grid).shape == (grid.rows, grid.width)
+        assert _packed(batcher, batches[0], 32, grid=grid).shape == (grid.rows, grid.width)
     assert PackedLayout(batcher).plan(batches, batcher.lengths, multiple=8).rows % 8 == 0
 
 
