@@ -45,7 +45,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from flaxtrainer.models.config import EncoderConfig
-from flaxtrainer.models.dropout import Dropout, token_ids
+from flaxtrainer.models.dropout import Dropout
 from flaxtrainer.models.errors import ModelLoadError
 from flaxtrainer.models.hf_weights import (
     Transform,
@@ -456,29 +456,9 @@ class ModernBertForTokenClassification(EncoderForTokenClassification):
         width = self.config.d_model
         return build.linear(width, self.config.num_labels, use_bias=True, std=std)
 
-    def __call__(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        token_type_ids: jax.Array | None = None,
-        position_ids: jax.Array | None = None,
-        *,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
-        example_ids: jax.Array | None = None,
-    ) -> jax.Array:
-        """Logits `[batch, seq, num_labels]` in float32 (see `EncoderForTokenClassification`)."""
-        with token_ids(None if deterministic else example_ids, attention_mask):
-            hidden = self.encoder(
-                input_ids,
-                attention_mask,
-                token_type_ids,
-                position_ids,
-                deterministic=deterministic,
-                rngs=rngs,
-            )
-            hidden = self.dropout(self.head(hidden), deterministic=deterministic, rngs=rngs)
-        return self.classifier(hidden).astype(jnp.float32)
+    def head_features(self, hidden: jax.Array) -> jax.Array:
+        """ModernBERT's prediction head (dense, activation, norm) before the classifier."""
+        return self.head(hidden)
 
 
 # ---- checkpoint layout ----------------------------------------------------------------------------

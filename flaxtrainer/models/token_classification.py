@@ -162,5 +162,12 @@ class EncoderForTokenClassification(nnx.Module):
                 deterministic=deterministic,
                 rngs=rngs,
             )
-            hidden = self.dropout(hidden, deterministic=deterministic, rngs=rngs)
+            hidden = self.dropout(
+                self.head_features(hidden), deterministic=deterministic, rngs=rngs
+            )
         return self.classifier(hidden).astype(jnp.float32)
+
+    def head_features(self, hidden: jax.Array) -> jax.Array:
+        """What the classifier reads from the encoder's output: the output itself (a family
+        with a prediction head in between, e.g. ModernBERT, overrides this)."""
+        return hidden
