@@ -210,13 +210,12 @@ def first_fit_decreasing(lengths: np.ndarray, width: int) -> tuple[np.ndarray, n
 def segment_numbers(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Each item's number within its row, 1, 2, ... from the row's start: the segment ids of
     packed rows (``attention_mask``), the same whichever process builds the row."""
-    numbers = np.zeros(len(rows), np.int32)
-    order = np.lexsort((starts, rows))
-    run_start = 0
-    for k in range(1, len(order) + 1):
-        if k == len(order) or rows[order[k]] != rows[order[run_start]]:
-            numbers[order[run_start:k]] = np.arange(1, k - run_start + 1)
-            run_start = k
+    order = np.lexsort((starts, rows))  # by row, then by start
+    rank = np.arange(len(order))
+    sorted_rows = np.asarray(rows)[order]
+    first = np.concatenate([[True], sorted_rows[1:] != sorted_rows[:-1]])
+    numbers = np.empty(len(order), np.int32)
+    numbers[order] = rank - np.maximum.accumulate(np.where(first, rank, 0)) + 1
     return numbers
 
 

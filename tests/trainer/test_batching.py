@@ -310,3 +310,11 @@ def test_fill_grid_covers_each_feature_once_and_fits_the_grid():
     used = sum(lengths[b].sum() for b in batches[:-1]) / (len(batches[:-1]) * 4 * 48)
     assert used > 0.9  # filled grids: little padding
     assert fill_grid(np.zeros(0, np.int64), grid) == []
+
+
+def test_segment_numbers_count_from_each_row_start():
+    from flaxtrainer.batching import segment_numbers
+
+    rows, starts = np.array([2, 0, 2, 1, 0, 2]), np.array([5, 3, 0, 0, 0, 9])
+    assert segment_numbers(rows, starts).tolist() == [2, 2, 1, 1, 1, 3]
+    assert segment_numbers(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []
