@@ -328,6 +328,11 @@ class InputPipeline:
         self._prepared[id(dataset)] = (dataset, prepared)
         return prepared
 
+    def forget(self, dataset: Any) -> None:
+        """Drop what :meth:`prepare` keeps for ``dataset`` (a one-off dataset, e.g. a
+        prediction request: the cache would otherwise hold every one)."""
+        self._prepared.pop(id(dataset), None)
+
     def _prepare(self, dataset: Any) -> PreparedData:
         processes = mesh_processes(self.mesh)
         if processes != jax.process_count():

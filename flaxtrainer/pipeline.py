@@ -214,7 +214,10 @@ class TokenClassificationPipeline:
         from flaxtrainer.evaluation import evaluation_loop
 
         data = {"tokens": [list(words) for words in sentences]}
-        result = evaluation_loop(self._trainer, data, "predict", expect_gold=False)
+        try:
+            result = evaluation_loop(self._trainer, data, "predict", expect_gold=False)
+        finally:
+            self._trainer.inputs.forget(data)  # each call's sentences are new
         decode = getattr(self.task, "decode_with_scores", None)
         if decode is not None:
             return decode(data, result.features, result.outputs)

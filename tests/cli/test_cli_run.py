@@ -178,6 +178,7 @@ def test_pipeline_agrees_with_test_predictions(ner_run, ner_files):
     assert all(0 < score <= 1 for s in tagged for _, score in s)
     result = tagger("John visited Paris.")
     assert result["text"] == "John visited Paris." and isinstance(result["entities"], list)
+    assert not tagger._trainer.inputs._prepared  # nothing kept from one call to the next
 
 
 def python_env() -> dict[str, str]:
