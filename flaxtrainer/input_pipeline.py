@@ -164,6 +164,7 @@ class PreparedData:
         self.placement = placement
         self.lengths = placement.lengths
         self._all_features: Sequence[dict[str, Any]] | None = None
+        self._eval_plans: dict[tuple, tuple[list[np.ndarray], PackingGrid | None]] = {}
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -183,9 +184,13 @@ class PreparedData:
         self, batch_size: int, multiple: int = 1, grid: PackingGrid | None = None
     ) -> tuple[list[np.ndarray], PackingGrid | None]:
         """Evaluation batches (every feature once) and their grid: ``grid`` (the training
-        grid) when the layout fills it, else one planned for these batches."""
-        batches, used = self.layout.eval_batches(self.lengths, batch_size, grid)
-        return batches, used or self.plan(batches, multiple=multiple)
+        grid) when the layout fills it, else one planned for these batches. Kept per
+        arguments: every evaluation of a run asks again."""
+        key = (batch_size, multiple, grid)
+        if key not in self._eval_plans:
+            batches, used = self.layout.eval_batches(self.lengths, batch_size, grid)
+            self._eval_plans[key] = (batches, used or self.plan(batches, multiple=multiple))
+        return self._eval_plans[key]
 
     def batch(
         self,
