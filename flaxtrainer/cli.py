@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, TextIO
@@ -245,13 +246,23 @@ def cli_logging(level: int = logging.INFO) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the process exit code."""
+    """Entry point of the console script; returns the process exit code.
+
+    A real process start (``argv`` None) with ``FLAXTRAINER_MALLOC=mimalloc`` first starts
+    itself again under that allocator (``flaxtrainer.allocator``).
+    """
+    from flaxtrainer import allocator
+
+    if argv is None:
+        allocator.reexec_with_preload()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "train"
     if argv and argv[0] in COMMANDS:
         command, argv = argv[0], argv[1:]
     try:
         with cli_logging():
+            if os.environ.get(allocator.ENV):
+                logging.getLogger(__name__).info(allocator.describe())
             return COMMANDS[command](argv)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
