@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import spec
+from gpu_models import flops_per_token, parameter_counts
 
 _PROCESS_START = time.perf_counter()
 
@@ -78,7 +79,7 @@ def _step_timer(clock: CompileClock):
         (at train end if training stops early)."""
 
         begin = first_step_end = end = None
-        first_step_end_unix = None
+        begin_unix = first_step_end_unix = None
         rusage_begin = rusage_first = rusage_end = None
         first_step_tokens = 0
         steps = 0
@@ -86,7 +87,7 @@ def _step_timer(clock: CompileClock):
         def on_train_begin(self, trainer) -> None:
             clock.phase = "train"
             self.rusage_begin = spec.rusage_now()
-            self.begin = time.perf_counter()
+            self.begin, self.begin_unix = time.perf_counter(), time.time()
 
         def on_step_end(self, trainer) -> None:
             self.steps += 1
@@ -190,6 +191,7 @@ def run(
 
     task.prepare = timed_prepare
     model = from_pretrained(model_dir, num_labels=task.num_labels, id2label=task.id2label)
+    matmul_params = parameter_counts(model)[1]
 
     clock = CompileClock().install()
     timer = _step_timer(clock)
@@ -225,6 +227,7 @@ def run(
         clock.phase = None
         eval_s = time.perf_counter() - t0 - (tokenize["s"] - train_tokenize_s)
         eval_shapes = len(trainer._eval_shapes)  # no public count of eval compilations
+        lengths = trainer.inputs.prepare(train_ds).lengths  # cached: tokenized once
 
     # sentences trained on (every epoch), as the PyTorch run counts them
     sentences = round(metrics["train_samples_per_second"] * metrics["train_runtime"])
@@ -268,9 +271,19 @@ def run(
         "train_rusage": spec.rusage_delta(timer.rusage_begin, timer.rusage_end),
         "train_rusage_after_first_step": spec.rusage_delta(timer.rusage_first, timer.rusage_end),
         "first_step_end_unix_s": timer.first_step_end_unix,
+        "train_begin_unix_s": timer.begin_unix,
+        # Model FLOPs (matmuls + attention scores, forward + backward) per real token: the
+        # same for any trainer of this model on these sentences (gpu_models.flops_per_token).
+        "model_flops_per_token": flops_per_token(
+            model.config,
+            matmul_params,
+            [int(n) for n in lengths],
+            real_tokens / max(timer.steps, 1),
+        )["total"],
         "environment": {
             **spec.environment(),
             "malloc": dict(allocator.applied),
+            "allocator": allocator.describe(),
             "jax": jax.__version__,
             "backend": jax.default_backend(),
             "devices": devices,
@@ -308,4 +321,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from flaxtrainer import allocator
+
+    allocator.reexec_with_preload()  # FLAXTRAINER_MALLOC=mimalloc: start again under it
     sys.exit(main())

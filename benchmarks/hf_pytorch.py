@@ -57,13 +57,13 @@ def _timer_callback(collator: CountingCollator):
         step (at train end if training stops early), as the flaxtrainer runs measure."""
 
         begin = first_step_end = end = None
-        first_step_end_unix = None
+        begin_unix = first_step_end_unix = None
         rusage_begin = rusage_first = rusage_end = None
         steps = 0
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.rusage_begin = spec.rusage_now()
-            self.begin = time.perf_counter()
+            self.begin, self.begin_unix = time.perf_counter(), time.time()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.steps += 1
@@ -250,6 +250,8 @@ def run(
         "train_rusage": spec.rusage_delta(timer.rusage_begin, timer.rusage_end),
         "train_rusage_after_first_step": spec.rusage_delta(timer.rusage_first, timer.rusage_end),
         "first_step_end_unix_s": timer.first_step_end_unix,
+        "train_begin_unix_s": timer.begin_unix,
+        "model_flops_per_token": None,  # the model's, not the trainer's: the flax run reports it
         "environment": {
             **spec.environment(),
             "torch": torch.__version__,

@@ -55,12 +55,15 @@ CACHE_MODES = ("none", "cold", "warm")
 #: (field, label, format) of the summary table, in order.
 FIELDS: tuple[tuple[str, str, str], ...] = (
     ("process_wall_s", "whole run, process start to result (s)", "{:.1f}"),
+    ("start_to_train_begin_s", "process start to train begin (s)", "{:.1f}"),
     ("time_to_first_step_s", "process start to step 1 done (s)", "{:.1f}"),
     ("first_step_s", "first step, train begin to step 1 done (s)", "{:.2f}"),
     ("compile_s", "compiling, train loop + evaluation (s)", "{:.1f}"),
     ("train_runtime_s", "train loop (s)", "{:.1f}"),
     ("train_sentences_per_s", "train sentences/s", "{:.1f}"),
     ("after_first_step_sentences_per_s", "  after step 1: sentences/s", "{:.1f}"),
+    ("model_gflops_after_first_step", "  after step 1: model GFLOP/s on real tokens", "{:.1f}"),
+    ("matmul_peak_share", "  after step 1: share of the measured matmul peak", "{:.2f}"),
     ("eval_sentences_per_s", "eval sentences/s (incl. its compiling)", "{:.1f}"),
     ("padding_efficiency", "padding efficiency", "{:.3f}"),
     ("user_s", "CPU user (s), whole process", "{:.1f}"),
@@ -152,6 +155,9 @@ def profile_one(
     profile.update(
         process_wall_s=wall,
         time_to_first_step_s=result["first_step_end_unix_s"] - start_unix,
+        start_to_train_begin_s=result["train_begin_unix_s"] - start_unix,
+        model_flops_per_token=result["model_flops_per_token"],
+        after_first_step_tokens_per_s=result["after_first_step_tokens_per_s"],
         first_step_s=result["first_step_s"],
         compile_s=(result["train_compile_s"] or 0.0) + (result["eval_compile_s"] or 0.0)
         if result["train_compile_s"] is not None
@@ -170,6 +176,31 @@ def profile_one(
         peak_rss_mib=result["peak_rss_mib"],
     )
     return {"profile": profile, "result": result}
+
+
+def add_model_rates(records: list[dict[str, Any]], peak_gflops: float | None) -> None:
+    """Model GFLOP/s on real tokens after step 1, and its share of the matmul peak, per run.
+
+    The model FLOPs per real token are the model's and the sentences' (flax_runs.py computes
+    them), so a PyTorch run of the same job takes the flaxtrainer run's figure.
+    """
+    profiles = [r["profile"] for r in records if "profile" in r]
+    known = [p["model_flops_per_token"] for p in profiles if p.get("model_flops_per_token")]
+    if not known:
+        return
+    for p in profiles:
+        gflops = known[0] * p["after_first_step_tokens_per_s"] / 1e9
+        p["model_gflops_after_first_step"] = gflops
+        p["matmul_peak_share"] = gflops / peak_gflops if peak_gflops else None
+
+
+def measure_matmul_peak(seconds: float, timeout: float) -> dict[str, float] | None:
+    """`matmul_peak.py` in its own process (JAX's threads to itself); None when skipped."""
+    if seconds <= 0:
+        return None
+    command = [sys.executable, str(HERE / "matmul_peak.py"), "--seconds", str(seconds)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def median_table(summary: dict[str, dict[str, Any]]) -> str:
@@ -230,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model_dir", type=Path, default=None)
     parser.add_argument("--log_dir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument(
+        "--matmul_peak_s",
+        type=float,
+        default=2.0,
+        help="seconds per shape for the fp32 matmul peak measured first (matmul_peak.py); 0: skip",
+    )
     args = parser.parse_args(argv)
 
     caches = [c.strip() for c in args.compilation_cache.split(",") if c.strip()]
@@ -253,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         f"logs in {log_dir}",
         flush=True,
     )
+
+    matmul_peak = measure_matmul_peak(args.matmul_peak_s, args.timeout)
+    peak = matmul_peak["peak_gflops"] if matmul_peak else None
+    if peak:
+        print(f"measured fp32 matmul peak (JAX): {peak:.1f} GFLOP/s", flush=True)
 
     warm_dir = log_dir / "jax_cache_warm"
     if "warm" in caches and any(RUNS[k][0] == "flax_runs.py" for k in keys):
@@ -295,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             record.update(name=name, round=round_)
             records.append(record)
-            write_document(args, data, caches, records)
+            add_model_rates(records, peak)
+            write_document(args, data, caches, records, matmul_peak)
             if "error" in record:
                 print(f"{tag}: {record['error']}", *record["log_tail"], sep="\n  ")
             else:
@@ -308,14 +351,14 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
 
-    document = write_document(args, data, caches, records)
+    document = write_document(args, data, caches, records, matmul_peak)
     print()
     print(median_table(document["summary"]))
     print(f"\nwritten: {args.out}")
     return 1 if any("error" in r for r in records) else 0
 
 
-def write_document(args, data, caches, records) -> dict[str, Any]:
+def write_document(args, data, caches, records, matmul_peak=None) -> dict[str, Any]:
     """The JSON (rewritten after every run, so an interrupted profile keeps what it measured)."""
     summary = summarise(records)
     document = {
@@ -327,6 +370,7 @@ def write_document(args, data, caches, records) -> dict[str, Any]:
             "validation_sentences": len(data.val_tokens),
             "compilation_cache": caches,
         },
+        "matmul_peak_gflops": matmul_peak,
         "summary": summary,
         "records": records,
     }

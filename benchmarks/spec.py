@@ -59,6 +59,8 @@ RESULT_FIELDS: tuple[str, ...] = (
     "train_rusage",
     "train_rusage_after_first_step",
     "first_step_end_unix_s",
+    "train_begin_unix_s",
+    "model_flops_per_token",
     "environment",
 )
 

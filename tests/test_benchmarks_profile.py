@@ -106,6 +106,7 @@ def test_profile_mode_reports_every_field(tmp_path, tiny_model_dir):
     command += ["--max_train_samples", "40", "--max_eval_samples", "16"]
     command += ["--model_dir", str(tiny_model_dir), "--log_dir", str(tmp_path / "logs")]
     command += ["--variant", "off:FLAXTRAINER_MALLOC=off", "--variant", "shipped"]
+    command += ["--matmul_peak_s", "0.2"]
     env = dict(os.environ)  # one CPU device in the child, as in a real run
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
         "--xla_force_host_platform_device_count=8", ""
@@ -116,6 +117,10 @@ def test_profile_mode_reports_every_field(tmp_path, tiny_model_dir):
     document = json.loads(out.read_text())
     assert document["job"]["train_sentences"] == 40
     assert set(document["summary"]) == {"flax/off", "flax/shipped"}
+    peaks = document["matmul_peak_gflops"]
+    peak = peaks.pop("peak_gflops")
+    assert len(peaks) >= 2 and peak == max(peaks.values()) > 0
+    assert "after step 1: share of the measured matmul peak |" in done.stdout
     records = document["records"]
     assert [r["name"] for r in records] == ["flax/off", "flax/shipped"]
     assert records[0]["result"]["environment"]["malloc"] == {}
@@ -133,5 +138,11 @@ def test_profile_mode_reports_every_field(tmp_path, tiny_model_dir):
         assert 100 < p["peak_rss_mib"] < 64_000
         assert p["maxrss_mib"] == pytest.approx(p["peak_rss_mib"], rel=0.05)
         assert len(p["loadavg_before"]) == 3
+        assert 0 < p["start_to_train_begin_s"] < p["time_to_first_step_s"]
+        # hidden 32, 2 layers: the 4 h^2 attention weights alone are 6 x 8,192 FLOPs a token
+        assert p["model_flops_per_token"] > 6 * 2 * 4 * 32**2
+        gflops = p["model_flops_per_token"] * p["after_first_step_tokens_per_s"] / 1e9
+        assert p["model_gflops_after_first_step"] == pytest.approx(gflops)
+        assert p["matmul_peak_share"] == pytest.approx(gflops / peak)
     median = document["summary"]["flax/off"]["median"]
     assert median["user_s"] == records[0]["profile"]["user_s"]
