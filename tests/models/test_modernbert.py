@@ -101,7 +101,9 @@ def test_logits_match_pytorch_with_padding(bias, make_checkpoint):
     assert model.encoder.layers[0].attn_norm is None  # Identity in Hugging Face
     logits = np.asarray(model(ids, mask))
     real = mask == 1
-    assert np.abs(logits - reference)[real].max() < ATOL
+    # Relative as well as absolute: logits reach ~5 here, and fp32 kernels that sum in another
+    # order (XLA's vs PyTorch's, per CPU) differ by a few ulps of that (1.1e-5 seen on AMD EPYC).
+    np.testing.assert_allclose(logits[real], reference[real], rtol=1e-5, atol=ATOL)
     assert np.abs(reference).max() > 0.1
     assert np.isfinite(logits).all()
 
