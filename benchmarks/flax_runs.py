@@ -166,6 +166,8 @@ def run(
     from flaxtrainer.models import from_pretrained
     from flaxtrainer.tasks import TokenClassificationTask
 
+    marks = {"imports": time.time()}
+
     name, description = MODES[mode]
     devices = jax.device_count()
     for batch in (spec.GLOBAL_TRAIN_BATCH, spec.GLOBAL_EVAL_BATCH):
@@ -177,8 +179,10 @@ def run(
     data = spec.read_data(data_dir)
     train_ds = spec.to_hf_dataset(data.train_tokens, data.train_tags, data.label_names)
     val_ds = spec.to_hf_dataset(data.val_tokens, data.val_tags, data.label_names)
+    marks["data"] = time.time()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     task = TokenClassificationTask(data.label_names, tokenizer, max_seq_length=spec.MAX_SEQ_LENGTH)
+    marks["tokenizer"] = time.time()
 
     # Time the task's tokenization wherever the trainer calls it (train() and predict()).
     prepare, tokenize = task.prepare, {"s": 0.0}
@@ -191,6 +195,7 @@ def run(
 
     task.prepare = timed_prepare
     model = from_pretrained(model_dir, num_labels=task.num_labels, id2label=task.id2label)
+    marks["model"] = time.time()
     matmul_params = parameter_counts(model)[1]
 
     clock = CompileClock().install()
@@ -272,6 +277,7 @@ def run(
         "train_rusage_after_first_step": spec.rusage_delta(timer.rusage_first, timer.rusage_end),
         "first_step_end_unix_s": timer.first_step_end_unix,
         "train_begin_unix_s": timer.begin_unix,
+        "startup_marks_unix_s": marks,
         # Model FLOPs (matmuls + attention scores, forward + backward) per real token: the
         # same for any trainer of this model on these sentences (gpu_models.flops_per_token).
         "model_flops_per_token": flops_per_token(

@@ -124,10 +124,12 @@ def run(
         TrainingArguments,
     )
 
+    marks = {"imports": time.time()}
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     transformers.set_seed(spec.SEED)
     data = spec.read_data(data_dir)
+    marks["data"] = time.time()
     label_names = data.label_names
     id2label = dict(enumerate(label_names))
 
@@ -149,6 +151,7 @@ def run(
     val_word_ids = val_ds["word_ids"]
     train_ds, val_ds = train_ds.remove_columns("word_ids"), val_ds.remove_columns("word_ids")
     tokenize_s = time.perf_counter() - t0
+    marks["tokenizer"] = time.time()
 
     model = AutoModelForTokenClassification.from_pretrained(
         model_dir,
@@ -157,6 +160,7 @@ def run(
         label2id={name: i for i, name in id2label.items()},
         ignore_mismatched_sizes=True,  # a checkpoint's own head is replaced, as flaxtrainer does
     )
+    marks["model"] = time.time()
     collator = CountingCollator(DataCollatorForTokenClassification(tokenizer))
     timer = _timer_callback(collator)
 
@@ -251,6 +255,7 @@ def run(
         "train_rusage_after_first_step": spec.rusage_delta(timer.rusage_first, timer.rusage_end),
         "first_step_end_unix_s": timer.first_step_end_unix,
         "train_begin_unix_s": timer.begin_unix,
+        "startup_marks_unix_s": marks,
         "model_flops_per_token": None,  # the model's, not the trainer's: the flax run reports it
         "environment": {
             **spec.environment(),

@@ -56,7 +56,15 @@ CACHE_MODES = ("none", "cold", "warm")
 FIELDS: tuple[tuple[str, str, str], ...] = (
     ("process_wall_s", "whole run, process start to result (s)", "{:.1f}"),
     ("start_to_train_begin_s", "process start to train begin (s)", "{:.1f}"),
+    ("startup_imports_s", "  interpreter start and imports (s)", "{:.1f}"),
+    ("startup_data_s", "  reading the data (s)", "{:.1f}"),
+    ("startup_tokenizer_s", "  tokenizer (PyTorch: and tokenizing) (s)", "{:.1f}"),
+    ("startup_model_s", "  building and loading the model (s)", "{:.1f}"),
+    ("startup_setup_s", "  trainer set-up (flaxtrainer: and tokenizing) (s)", "{:.1f}"),
     ("time_to_first_step_s", "process start to step 1 done (s)", "{:.1f}"),
+    ("steps_after_first_s", "steps 2 to the last (s)", "{:.1f}"),
+    ("eval_s", "evaluation: predict on validation, without tokenizing (s)", "{:.1f}"),
+    ("other_s", "the rest: validation tokenizing, model export, exit (s)", "{:.1f}"),
     ("first_step_s", "first step, train begin to step 1 done (s)", "{:.2f}"),
     ("compile_s", "compiling, train loop + evaluation (s)", "{:.1f}"),
     ("train_runtime_s", "train loop (s)", "{:.1f}"),
@@ -64,6 +72,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("after_first_step_sentences_per_s", "  after step 1: sentences/s", "{:.1f}"),
     ("model_gflops_after_first_step", "  after step 1: model GFLOP/s on real tokens", "{:.1f}"),
     ("matmul_peak_share", "  after step 1: share of the measured matmul peak", "{:.2f}"),
+    ("arithmetic_floor_s", "the train loop's model FLOPs at the matmul peak (s)", "{:.1f}"),
     ("eval_sentences_per_s", "eval sentences/s (incl. its compiling)", "{:.1f}"),
     ("padding_efficiency", "padding efficiency", "{:.3f}"),
     ("user_s", "CPU user (s), whole process", "{:.1f}"),
@@ -157,6 +166,7 @@ def profile_one(
         time_to_first_step_s=result["first_step_end_unix_s"] - start_unix,
         start_to_train_begin_s=result["train_begin_unix_s"] - start_unix,
         model_flops_per_token=result["model_flops_per_token"],
+        real_tokens=result["real_tokens"],
         after_first_step_tokens_per_s=result["after_first_step_tokens_per_s"],
         first_step_s=result["first_step_s"],
         compile_s=(result["train_compile_s"] or 0.0) + (result["eval_compile_s"] or 0.0)
@@ -175,11 +185,35 @@ def profile_one(
         train_user_s_per_step=1000 * later["user_s"] / later_steps,
         peak_rss_mib=result["peak_rss_mib"],
     )
+    add_time_budget(profile, result, start_unix)
     return {"profile": profile, "result": result}
 
 
+def add_time_budget(profile: dict[str, Any], result: dict[str, Any], start_unix: float) -> None:
+    """Split the whole run into consecutive parts: process start to train begin (itself split
+    at the start-up marks), the first step, steps 2 to the last, evaluation, and the rest;
+    they add up to the whole run."""
+    marks = result.get("startup_marks_unix_s") or {}
+    previous = start_unix
+    for phase in spec.STARTUP_PHASES:
+        if phase in marks:
+            profile[f"startup_{phase}_s"] = marks[phase] - previous
+            previous = marks[phase]
+    if marks:
+        profile["startup_setup_s"] = result["train_begin_unix_s"] - previous
+    profile["steps_after_first_s"] = result["train_runtime_s"] - result["first_step_s"]
+    profile["eval_s"] = result["eval_s"]
+    profile["other_s"] = (
+        profile["process_wall_s"]
+        - profile["start_to_train_begin_s"]
+        - result["train_runtime_s"]
+        - result["eval_s"]
+    )
+
+
 def add_model_rates(records: list[dict[str, Any]], peak_gflops: float | None) -> None:
-    """Model GFLOP/s on real tokens after step 1, and its share of the matmul peak, per run.
+    """Model GFLOP/s on real tokens after step 1, its share of the matmul peak, and the floor:
+    the seconds the train loop's model FLOPs would take at that peak, per run.
 
     The model FLOPs per real token are the model's and the sentences' (flax_runs.py computes
     them), so a PyTorch run of the same job takes the flaxtrainer run's figure.
@@ -192,6 +226,8 @@ def add_model_rates(records: list[dict[str, Any]], peak_gflops: float | None) ->
         gflops = known[0] * p["after_first_step_tokens_per_s"] / 1e9
         p["model_gflops_after_first_step"] = gflops
         p["matmul_peak_share"] = gflops / peak_gflops if peak_gflops else None
+        floor = known[0] * p["real_tokens"] / 1e9 / peak_gflops if peak_gflops else None
+        p["arithmetic_floor_s"] = floor
 
 
 def measure_matmul_peak(seconds: float, timeout: float) -> dict[str, float] | None:
@@ -239,7 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON")
+    parser.add_argument("--out", type=Path, help="where to write the JSON")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="re-print the table of a profile written earlier (fields added since are derived "
+        "from its records) instead of running anything",
+    )
     parser.add_argument("--runs", default="flax", help=f"comma-separated, of {', '.join(RUNS)}")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (default 3)")
     parser.add_argument(
@@ -268,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds per shape for the fp32 matmul peak measured first (matmul_peak.py); 0: skip",
     )
     args = parser.parse_args(argv)
+    if args.report is not None:
+        print(median_table(report(args.report)))
+        return 0
+    if args.out is None:
+        parser.error("--out is required (or --report JSON)")
 
     caches = [c.strip() for c in args.compilation_cache.split(",") if c.strip()]
     if not caches or any(c not in CACHE_MODES for c in caches):
@@ -356,6 +405,26 @@ def main(argv: list[str] | None = None) -> int:
     print(median_table(document["summary"]))
     print(f"\nwritten: {args.out}")
     return 1 if any("error" in r for r in records) else 0
+
+
+def report(path: Path) -> dict[str, dict[str, Any]]:
+    """The summary of a saved profile, recomputed from its records."""
+    document = json.loads(Path(path).read_text())
+    records = document["records"]
+    for record in records:
+        if "profile" in record:
+            p, result = record["profile"], record["result"]
+            p.setdefault("start_to_train_begin_s", None)
+            if result.get("train_begin_unix_s") is not None:
+                start_unix = result["first_step_end_unix_s"] - p["time_to_first_step_s"]
+                p["start_to_train_begin_s"] = result["train_begin_unix_s"] - start_unix
+                add_time_budget(p, result, start_unix)
+            p.setdefault("model_flops_per_token", result.get("model_flops_per_token"))
+            p.setdefault("real_tokens", result["real_tokens"])
+            p.setdefault("after_first_step_tokens_per_s", result["after_first_step_tokens_per_s"])
+    peak = (document.get("matmul_peak_gflops") or {}).get("peak_gflops")
+    add_model_rates(records, peak)
+    return summarise(records)
 
 
 def write_document(args, data, caches, records, matmul_peak=None) -> dict[str, Any]:

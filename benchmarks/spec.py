@@ -60,6 +60,7 @@ RESULT_FIELDS: tuple[str, ...] = (
     "train_rusage_after_first_step",
     "first_step_end_unix_s",
     "train_begin_unix_s",
+    "startup_marks_unix_s",
     "model_flops_per_token",
     "environment",
 )
@@ -183,6 +184,12 @@ def peak_rss_mib() -> float:
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return max(own, children) * scale / 2**20
+
+
+#: Start-up phases every run marks, in order (`startup_marks_unix_s`: the time each ended):
+#: interpreter start and imports, reading the data, the tokenizer (PyTorch: also tokenizing,
+#: which flaxtrainer does in `train()`), building and loading the model.
+STARTUP_PHASES = ("imports", "data", "tokenizer", "model")
 
 
 def rusage_now() -> dict[str, float]:

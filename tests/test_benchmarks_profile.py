@@ -139,10 +139,26 @@ def test_profile_mode_reports_every_field(tmp_path, tiny_model_dir):
         assert p["maxrss_mib"] == pytest.approx(p["peak_rss_mib"], rel=0.05)
         assert len(p["loadavg_before"]) == 3
         assert 0 < p["start_to_train_begin_s"] < p["time_to_first_step_s"]
+        startup = [p[f"startup_{x}_s"] for x in ("imports", "data", "tokenizer", "model", "setup")]
+        assert min(startup) >= 0 and p["startup_imports_s"] > 0.5  # jax and transformers alone
+        assert sum(startup) == pytest.approx(p["start_to_train_begin_s"])
         # hidden 32, 2 layers: the 4 h^2 attention weights alone are 6 x 8,192 FLOPs a token
         assert p["model_flops_per_token"] > 6 * 2 * 4 * 32**2
         gflops = p["model_flops_per_token"] * p["after_first_step_tokens_per_s"] / 1e9
         assert p["model_gflops_after_first_step"] == pytest.approx(gflops)
         assert p["matmul_peak_share"] == pytest.approx(gflops / peak)
+        floor = p["model_flops_per_token"] * result["real_tokens"] / 1e9 / peak
+        assert p["arithmetic_floor_s"] == pytest.approx(floor)
+        parts = ("start_to_train_begin_s", "first_step_s", "steps_after_first_s", "eval_s")
+        assert all(p[k] > 0 for k in parts) and p["other_s"] >= 0
+        assert sum(p[k] for k in (*parts, "other_s")) == pytest.approx(p["process_wall_s"])
+    reprinted = subprocess.run(
+        [sys.executable, str(BENCH / "profile_run.py"), "--report", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert reprinted.returncode == 0, reprinted.stderr
+    assert reprinted.stdout.strip() in done.stdout  # the same table from the saved JSON
     median = document["summary"]["flax/off"]["median"]
     assert median["user_s"] == records[0]["profile"]["user_s"]
