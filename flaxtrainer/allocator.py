@@ -1,4 +1,4 @@
-"""glibc malloc settings against XLA:CPU's per-step page faults: measured, switchable, off by default.
+"""The C allocator against XLA:CPU's per-step page faults: glibc settings or mimalloc; opt-in.
 
 What the profile shows (``benchmarks/profile_run.py``, numbers in ``benchmarks/README.md``,
 "Allocator"): each MiniLM train step on CPU takes ~88,000 minor page faults (~350 MB touched
@@ -8,11 +8,10 @@ them in glibc's per-thread arenas: a per-thread heap is at most 64 MiB, so the s
 buffers (well over 64 MiB for MiniLM) are ``mmap``-ed on every step and ``munmap``-ed when freed,
 whatever ``M_MMAP_THRESHOLD`` / ``M_MMAP_MAX`` / ``M_TRIM_THRESHOLD`` say (measured: those
 alone leave the faults unchanged). Only a single arena (``M_ARENA_MAX=1``) with ``mmap`` off
-serves them from the main heap and keeps them: faults drop 2.5-4.5x and kernel time 2.5-4x, but peak
-RSS grows by ~600 MiB (the main heap keeps its high-water mark), which is the cost the issue
-named; transparent huge pages for malloc (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) remove the
-faults but raise kernel time (2 MiB pages zeroed every step) and slow compilation. Neither is the
-default.
+serves them from the main heap and keeps them: faults drop 2.5-4.5x and kernel time 2.5-4x,
+but peak RSS grows by ~600 MiB (the main heap keeps its high-water mark); transparent huge
+pages for malloc (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) remove the faults but raise kernel
+time (2 MiB pages zeroed every step) and slow compilation. Neither is the default.
 
 ``configure()`` runs at ``import flaxtrainer`` (before anything starts the XLA runtime and its
 threads, which matters for ``M_ARENA_MAX``) and applies ``$FLAXTRAINER_MALLOC``:
@@ -31,8 +30,8 @@ These have no effect off glibc (macOS, musl).
 of a thread's heap for reuse (with ``MIMALLOC_PURGE_DELAY=-1``, never returned to the kernel
 during the run; ``MIMALLOC_ALLOW_THP=0`` keeps it from backing them with huge pages, which
 cost start-up time and zeroing), so a step's buffers land on pages that are already mapped:
-~5,000 faults a step instead of ~94,000, kernel time per step -85%, no user-time cost, for
-~+400 MiB of peak RSS (measured numbers in ``benchmarks/README.md``). An allocator must be in
+1,600-5,000 faults a step instead of ~94,000, kernel time per step -90% or more, no user-time
+cost, for +400-500 MiB of peak RSS (measured numbers in ``benchmarks/README.md``). An allocator must be in
 place before the process allocates anything, i.e. ``LD_PRELOAD``-ed at process start, so:
 
 - the command line (``flaxtrainer ...`` / ``python -m flaxtrainer ...``) with
