@@ -31,8 +31,9 @@ of a thread's heap for reuse (with ``MIMALLOC_PURGE_DELAY=-1``, never returned t
 during the run; ``MIMALLOC_ALLOW_THP=0`` keeps it from backing them with huge pages, which
 cost start-up time and zeroing), so a step's buffers land on pages that are already mapped:
 1,600-5,000 faults a step instead of ~94,000, kernel time per step -90% or more, no user-time
-cost, for +400-500 MiB of peak RSS (measured numbers in ``benchmarks/README.md``). An allocator must be in
-place before the process allocates anything, i.e. ``LD_PRELOAD``-ed at process start, so:
+cost, for +400-500 MiB of peak RSS (measured numbers in ``benchmarks/README.md``). An
+allocator must be in place before the process allocates anything, i.e. ``LD_PRELOAD``-ed at
+process start, so:
 
 - the command line (``flaxtrainer ...`` / ``python -m flaxtrainer ...``) with
   ``FLAXTRAINER_MALLOC=mimalloc`` re-executes itself once, at the start of ``cli.main``, with
