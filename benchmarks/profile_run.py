@@ -164,10 +164,6 @@ def profile_one(
     profile.update(
         process_wall_s=wall,
         time_to_first_step_s=result["first_step_end_unix_s"] - start_unix,
-        start_to_train_begin_s=result["train_begin_unix_s"] - start_unix,
-        model_flops_per_token=result["model_flops_per_token"],
-        real_tokens=result["real_tokens"],
-        after_first_step_tokens_per_s=result["after_first_step_tokens_per_s"],
         first_step_s=result["first_step_s"],
         compile_s=(result["train_compile_s"] or 0.0) + (result["eval_compile_s"] or 0.0)
         if result["train_compile_s"] is not None
@@ -185,14 +181,17 @@ def profile_one(
         train_user_s_per_step=1000 * later["user_s"] / later_steps,
         peak_rss_mib=result["peak_rss_mib"],
     )
-    add_time_budget(profile, result, start_unix)
+    add_breakdown(profile, result, start_unix)
     return {"profile": profile, "result": result}
 
 
-def add_time_budget(profile: dict[str, Any], result: dict[str, Any], start_unix: float) -> None:
+def add_breakdown(profile: dict[str, Any], result: dict[str, Any], start_unix: float) -> None:
     """Split the whole run into consecutive parts: process start to train begin (itself split
-    at the start-up marks), the first step, steps 2 to the last, evaluation, and the rest;
-    they add up to the whole run."""
+    at the start-up marks), the first step, steps 2 to the last, evaluation, and the rest
+    (they add up to the whole run); and copy what `add_model_rates` needs."""
+    profile["start_to_train_begin_s"] = result["train_begin_unix_s"] - start_unix
+    for field in ("model_flops_per_token", "real_tokens", "after_first_step_tokens_per_s"):
+        profile[field] = result[field]
     marks = result.get("startup_marks_unix_s") or {}
     previous = start_unix
     for phase in spec.STARTUP_PHASES:
@@ -225,9 +224,10 @@ def add_model_rates(records: list[dict[str, Any]], peak_gflops: float | None) ->
     for p in profiles:
         gflops = known[0] * p["after_first_step_tokens_per_s"] / 1e9
         p["model_gflops_after_first_step"] = gflops
-        p["matmul_peak_share"] = gflops / peak_gflops if peak_gflops else None
-        floor = known[0] * p["real_tokens"] / 1e9 / peak_gflops if peak_gflops else None
-        p["arithmetic_floor_s"] = floor
+        p["matmul_peak_share"] = p["arithmetic_floor_s"] = None
+        if peak_gflops:
+            p["matmul_peak_share"] = gflops / peak_gflops
+            p["arithmetic_floor_s"] = known[0] * p["real_tokens"] / 1e9 / peak_gflops
 
 
 def measure_matmul_peak(seconds: float, timeout: float) -> dict[str, float] | None:
@@ -412,16 +412,11 @@ def report(path: Path) -> dict[str, dict[str, Any]]:
     document = json.loads(Path(path).read_text())
     records = document["records"]
     for record in records:
-        if "profile" in record:
+        # Records from before the breakdown existed (no train_begin_unix_s) keep their fields.
+        if "profile" in record and record["result"].get("train_begin_unix_s") is not None:
             p, result = record["profile"], record["result"]
-            p.setdefault("start_to_train_begin_s", None)
-            if result.get("train_begin_unix_s") is not None:
-                start_unix = result["first_step_end_unix_s"] - p["time_to_first_step_s"]
-                p["start_to_train_begin_s"] = result["train_begin_unix_s"] - start_unix
-                add_time_budget(p, result, start_unix)
-            p.setdefault("model_flops_per_token", result.get("model_flops_per_token"))
-            p.setdefault("real_tokens", result["real_tokens"])
-            p.setdefault("after_first_step_tokens_per_s", result["after_first_step_tokens_per_s"])
+            start_unix = result["first_step_end_unix_s"] - p["time_to_first_step_s"]
+            add_breakdown(p, result, start_unix)
     peak = (document.get("matmul_peak_gflops") or {}).get("peak_gflops")
     add_model_rates(records, peak)
     return summarise(records)
