@@ -162,8 +162,9 @@ def run(
     import jax
     from transformers import AutoTokenizer
 
-    from flaxtrainer import FlaxTrainer, TrainingArguments, allocator
+    from flaxtrainer import FlaxTrainer, TrainingArguments
     from flaxtrainer.models import from_pretrained
+    from flaxtrainer.runtime import allocator
     from flaxtrainer.tasks import TokenClassificationTask
 
     marks = {"imports": time.time()}
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from flaxtrainer import allocator
+    from flaxtrainer.runtime import allocator
 
     allocator.reexec_with_preload()  # FLAXTRAINER_MALLOC=mimalloc: start again under it
     sys.exit(main())

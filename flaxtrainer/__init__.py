@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from flaxtrainer import allocator as _allocator
+from flaxtrainer.runtime import allocator as _allocator
 
 __version__ = "0.1.0"
 
@@ -18,17 +18,17 @@ __version__ = "0.1.0"
 _allocator.configure()
 
 _LAZY = {
-    "FlaxTrainer": "flaxtrainer.trainer",
-    "TrainOutput": "flaxtrainer.trainer",
-    "PredictionOutput": "flaxtrainer.trainer",
-    "TrainingArguments": "flaxtrainer.args",
+    "FlaxTrainer": "flaxtrainer.training.trainer",
+    "TrainOutput": "flaxtrainer.training.trainer",
+    "PredictionOutput": "flaxtrainer.training.trainer",
+    "TrainingArguments": "flaxtrainer.config.training_args",
 }
 
 __all__ = ["FlaxTrainer", "PredictionOutput", "TrainOutput", "TrainingArguments", "__version__"]
 
 if TYPE_CHECKING:
-    from flaxtrainer.args import TrainingArguments
-    from flaxtrainer.trainer import FlaxTrainer, PredictionOutput, TrainOutput
+    from flaxtrainer.config.training_args import TrainingArguments
+    from flaxtrainer.training.trainer import FlaxTrainer, PredictionOutput, TrainOutput
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,7 @@
 
 import sys
 
-from flaxtrainer.cli import main
+from flaxtrainer.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,19 +1,23 @@
 """The user-facing error types of flaxtrainer, in one light module.
 
 Library code (data readers, checkpointing, the pipeline, the runner) raises these; the command
-line (``flaxtrainer.cli``) maps each type to an exit code and a one-line hint. Keeping them
+line (``flaxtrainer.cli.main``) maps each type to an exit code and a one-line hint. Keeping them
 here means the library never imports the command-line modules, and the command line can
 name every type without importing jax, orbax or ``datasets`` (``--help`` stays instant).
 
-The old import paths still work: ``flaxtrainer.cli_args.UserError``,
-``flaxtrainer.data.DataError`` / ``flaxtrainer.data.errors.DataError`` and
-``flaxtrainer.checkpointing.CheckpointNotFoundError`` / ``CheckpointMismatchError`` are these
-same classes.
+``flaxtrainer.data.DataError`` and ``flaxtrainer.models.ModelLoadError`` are these same classes,
+handed on by their packages. ``one_line`` and ``import_object`` live here too: the rules for a
+one-line message and for resolving a user's ``module:Name`` reference, shared by the library
+(task and callback factories) and the command line.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -47,5 +51,77 @@ class CheckpointNotFoundError(FileNotFoundError):
     """No (usable) checkpoint where one was asked for."""
 
 
+class ModelLoadError(ValueError):
+    """A model folder, hub id, ``config.json`` or checkpoint cannot be used.
+
+    The message names the file (or hub id) and says what is wrong and what to do about it.
+    """
+
+
 class CheckpointMismatchError(ValueError):
     """The restore target does not fit the saved state (another model or optimizer)."""
+
+
+def one_line(text: str) -> str:
+    """Fold a multi-line message ("Header:\n  - a\n  - b") into one line ("Header: a; b")."""
+    lines = [re.sub(r"^[-*] ", "", line.strip()) for line in text.strip().splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return text.strip()
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} " + "; ".join(lines[1:])
+    return "; ".join(lines)
+
+
+def import_object(reference: str, *, flag: str) -> Any:
+    """Resolve a user's `module:Name` (or `path/to/file.py:Name`) reference given with `flag`.
+
+    Modules are imported from the current directory first (as `python -m` would), then the
+    Python path; a `.py` path is loaded as a file. Every failure is a `UserError`.
+    """
+    import importlib
+    import importlib.util
+    import os
+
+    module_name, sep, attr = reference.strip().rpartition(":")
+    example = f"{flag} my_module:MyClass (my_module.py in the current directory)"
+    if not sep or not module_name or not attr:
+        raise UserError(f"{flag} {reference!r} is not of the form module:Class", example)
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise UserError(f"{flag} {reference!r}: file {path} does not exist", example)
+            spec = importlib.util.spec_from_file_location(f"_flaxtrainer_user_{path.stem}", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            cwd = os.getcwd()
+            if cwd not in sys.path and "" not in sys.path:
+                sys.path.insert(0, cwd)
+            module = importlib.import_module(module_name)
+    except UserError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise UserError(
+            f"{flag} {reference!r}: cannot import module {exc.name!r}",
+            f"run from the folder holding {module_name.split('.')[0]}.py, add that folder to "
+            "PYTHONPATH, or give a file path: path/to/file.py:Class",
+        ) from None
+    except Exception as exc:  # the user's module raised while importing
+        raise UserError(
+            f"{flag} {reference!r}: importing {module_name} failed: "
+            f"{type(exc).__name__}: {exc}".splitlines()[0],
+            f"run `python -c 'import {module_name}'` to see the full error",
+        ) from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attr, names, n=1)
+        raise UserError(
+            f"{flag} {reference!r}: module {module_name} has no attribute {attr!r}",
+            f"did you mean {module_name}:{close[0]}?" if close else example,
+        ) from None

@@ -26,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Importing JAX is fine; initialize_distributed() must come before any JAX *call*.
 from flaxtrainer.callbacks import Callback  # noqa: E402
-from flaxtrainer.distributed import initialize_distributed  # noqa: E402
+from flaxtrainer.runtime.distributed import initialize_distributed  # noqa: E402
 
 LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
 NAMES = {
@@ -144,8 +144,8 @@ def run(args: argparse.Namespace) -> None:
     from flax import nnx
 
     from flaxtrainer import FlaxTrainer, TrainingArguments
-    from flaxtrainer.distributed import is_main_process
     from flaxtrainer.models import BertConfig, BertForTokenClassification, save_pretrained
+    from flaxtrainer.runtime.distributed import is_main_process
     from flaxtrainer.tasks import TokenClassificationTask
 
     tok = tokenizer(Path(args.result).parent / f"vocab-{info.process_index}")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from flaxtrainer import allocator
+from flaxtrainer.runtime import allocator
 
 
 class Execve(Exception):

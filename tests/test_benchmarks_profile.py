@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flaxtrainer import allocator
-from flaxtrainer.compilation import ENV as CACHE_ENV
-from flaxtrainer.compilation import default_cache_dir, resolve_cache_dir
+from flaxtrainer.runtime import allocator
+from flaxtrainer.runtime.compilation import ENV as CACHE_ENV
+from flaxtrainer.runtime.compilation import default_cache_dir, resolve_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -41,7 +41,7 @@ def test_allocator_spec_parses_sizes_and_off():
 
 
 def test_allocator_applies_in_a_fresh_process():
-    code = "import flaxtrainer, json; print(json.dumps(flaxtrainer.allocator.applied))"
+    code = "import flaxtrainer, json; print(json.dumps(flaxtrainer.runtime.allocator.applied))"
     env = {**os.environ, allocator.ENV: "mmap_threshold=1M,top_pad=4M"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""The best-metric rule (flaxtrainer.best_metric), and its four users agreeing on one step."""
+"""The best-metric rule (flaxtrainer.checkpointing.best_metric), and its four users agreeing on one step."""
 
 import math
 from types import SimpleNamespace
@@ -9,9 +9,14 @@ import pytest
 from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer
-from flaxtrainer.best_metric import BestMetric, default_greater_is_better, improves, metric_value
 from flaxtrainer.callbacks import Callback, EarlyStopping
-from flaxtrainer.checkpointing import CheckpointLocation
+from flaxtrainer.checkpointing.best_metric import (
+    BestMetric,
+    default_greater_is_better,
+    improves,
+    metric_value,
+)
+from flaxtrainer.checkpointing.checkpointer import CheckpointLocation
 
 NAN = float("nan")
 

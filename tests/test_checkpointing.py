@@ -18,7 +18,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from flaxtrainer.checkpointing import (
+from flaxtrainer.checkpointing.checkpointer import (
     Checkpointer,
     CheckpointLocation,
     CheckpointMismatchError,
@@ -27,7 +27,7 @@ from flaxtrainer.checkpointing import (
     restore_checkpoint,
 )
 
-LOGGER = "flaxtrainer.checkpointing"
+LOGGER = "flaxtrainer.checkpointing.checkpointer"
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +399,7 @@ _DAMAGED_RESTORE = textwrap.dedent(
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, jax.numpy as jnp
     from pathlib import Path
-    from flaxtrainer.checkpointing import (
+    from flaxtrainer.checkpointing.checkpointer import (
         Checkpointer, CheckpointLocation, find_checkpoint, restore_checkpoint
     )
 
@@ -442,7 +442,9 @@ def test_damaged_checkpoint_fallback_prints_one_warning_and_no_traceback(tmp_pat
     assert "RESTORED" in err
     assert "Traceback" not in err and "Event loop is closed" not in err, err[-3000:]
     lines = [line for line in err.splitlines() if line.strip()]
-    warnings = [line for line in lines if line.startswith("WARNING:flaxtrainer.checkpointing:")]
+    warnings = [
+        line for line in lines if line.startswith("WARNING:flaxtrainer.checkpointing.checkpointer:")
+    ]
     assert [line for line in lines if line not in warnings] == ["RESTORED"], err[-3000:]
     assert len(warnings) == 4, warnings  # one per restore
     assert all("Checkpoint step 2 in " in w and "unusable" in w for w in warnings)
@@ -552,7 +554,7 @@ _WORKER = textwrap.dedent(
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
     import numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
-    from flaxtrainer.checkpointing import Checkpointer, CheckpointLocation, restore_checkpoint
+    from flaxtrainer.checkpointing.checkpointer import Checkpointer, CheckpointLocation, restore_checkpoint
 
     mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
 

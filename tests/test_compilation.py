@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
-from flaxtrainer.compilation import enable_compilation_cache
+from flaxtrainer.runtime.compilation import enable_compilation_cache
 
 
 @pytest.fixture

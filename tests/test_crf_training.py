@@ -144,7 +144,7 @@ def test_crf_trains_with_packing_8_devices_and_accumulation(tiny, tokenizer, tmp
     transitions = _crf_params(trainer.model)["transitions"]
     assert np.any(transitions != 0)
     # The orbax checkpoint of the last step holds the trained transitions.
-    from flaxtrainer.checkpointing import find_checkpoint, restore_checkpoint
+    from flaxtrainer.checkpointing.checkpointer import find_checkpoint, restore_checkpoint
 
     location = find_checkpoint(args.output_dir, "latest")
     restored, _, step = restore_checkpoint(location, trainer._checkpoint_target())
@@ -181,7 +181,7 @@ def test_long_sentence_windows_are_cut_chains_and_decode_per_window(tokenizer):
     """A sentence longer than a row: each window's owned words form one chain; the cut ends
     carry CUT_BEFORE / CUT_AFTER, so no start/end constraint applies there (an entity may
     cross the cut); decoding each window gives every word exactly one tag."""
-    from flaxtrainer.crf import CUT_AFTER, CUT_BEFORE, WORD
+    from flaxtrainer.models.crf import CUT_AFTER, CUT_BEFORE, WORD
 
     words = ["Mary", "visited", "Paris", "and", "Rome", "today"] * 4
     task = TokenClassificationTask(LABELS, tokenizer, max_seq_length=12, stride=3, crf=True)
@@ -228,7 +228,7 @@ def test_task_refuses_a_model_without_crf_and_vice_versa(tokenizer):
 
 
 def _run_cli(argv: list[str]) -> int:
-    from flaxtrainer.cli import main
+    from flaxtrainer.cli.main import main
 
     with contextlib.redirect_stdout(io.StringIO()):
         return main(argv)
@@ -261,7 +261,7 @@ def test_cli_crf_flag_trains_saves_and_predicts_with_viterbi(tiny, tmp_path):
 
     # Make the emissions favour I-PER everywhere: a softmax head would tag every word I-PER
     # (invalid IOB2); Viterbi must open the chunk with B-PER.
-    from flaxtrainer.pipeline import TokenClassificationPipeline
+    from flaxtrainer.inference.pipeline import TokenClassificationPipeline
 
     model = from_pretrained(out)
     labels = list(model.config.labels)

@@ -10,8 +10,18 @@ import pytest
 from trainer.toy import ToyTask, make_dataset
 
 from flaxtrainer import TrainingArguments
-from flaxtrainer.batching import Batcher, LengthGroupedSampler, PackingBatcher
-from flaxtrainer.distributed import (
+from flaxtrainer.batching.batchers import Batcher, PackingBatcher
+from flaxtrainer.batching.input_pipeline import Placement, PreparedData
+from flaxtrainer.batching.layouts import PackedLayout, PaddedLayout
+from flaxtrainer.batching.sampler import LengthGroupedSampler
+from flaxtrainer.batching.sharded_data import (
+    capacity_levels,
+    num_examples,
+    shard_bounds,
+    shard_dataset,
+    together,
+)
+from flaxtrainer.runtime.distributed import (
     ENV_NUM_PROCESSES,
     ENV_PROCESS_ID,
     allgather_objects,
@@ -22,16 +32,7 @@ from flaxtrainer.distributed import (
     encode_object,
     initialize_distributed,
 )
-from flaxtrainer.input_pipeline import Placement, PreparedData
-from flaxtrainer.layouts import PackedLayout, PaddedLayout
-from flaxtrainer.sharded_data import (
-    capacity_levels,
-    num_examples,
-    shard_bounds,
-    shard_dataset,
-    together,
-)
-from flaxtrainer.sharding import assemble_rows, make_mesh, process_rows
+from flaxtrainer.runtime.sharding import assemble_rows, make_mesh, process_rows
 
 CLUSTER_VARS = (
     "SLURM_JOB_ID",
@@ -129,7 +130,9 @@ def test_slurm_job_of_several_tasks_is_detected(plain_machine, monkeypatch):
 
 def test_trainer_refuses_multi_host_flags_without_the_runtime(tmp_path):
     check_runtime(TrainingArguments(output_dir=str(tmp_path), num_processes=1, process_id=0))
-    with pytest.raises(RuntimeError, match="call flaxtrainer.distributed.initialize_distributed"):
+    with pytest.raises(
+        RuntimeError, match="call flaxtrainer.runtime.distributed.initialize_distributed"
+    ):
         check_runtime(TrainingArguments(output_dir=str(tmp_path), num_processes=2))
 
 

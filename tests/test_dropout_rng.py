@@ -7,9 +7,9 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from flaxtrainer import args
-from flaxtrainer.dropout_rng import DROPOUT_RNGS, HASH_PRNG, dropout_key
-from flaxtrainer.sharding import make_mesh
+from flaxtrainer.config import training_args as args
+from flaxtrainer.models.dropout_rng import DROPOUT_RNGS, HASH_PRNG, dropout_key
+from flaxtrainer.runtime.sharding import make_mesh
 
 
 def _uniform(key, shape=(512, 512)) -> np.ndarray:

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from flaxtrainer.callbacks import ErrorReport, TensorBoard
-from flaxtrainer.error_report import (
+from flaxtrainer.tasks.error_report import (
     COUNT_FIELDS,
     confusion_image,
     entity_error_report,
     match_entities,
 )
-from flaxtrainer.evaluation import EvalLoopOutput
 from flaxtrainer.tasks.schemes import EntitySpan, get_scheme, iob2_to_iobes, split_tag
+from flaxtrainer.training.evaluation import EvalLoopOutput
 
 # Six sentences, IOB2; what each shows is written next to it.
 GOLD = [
@@ -276,8 +276,8 @@ def test_a_run_writes_error_reports_that_add_up(tmp_path):
     from cli.conftest import build_tiny_bert, fast_flags, make_sentences, write_conll
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from flaxtrainer.cli import main
-    from flaxtrainer.outputs import read_predictions
+    from flaxtrainer.cli.main import main
+    from flaxtrainer.outputs.results import read_predictions
 
     model = build_tiny_bert(tmp_path / "model")
     train, dev, test = make_sentences(24, 0), make_sentences(12, 1), make_sentences(10, 2)

@@ -5,15 +5,15 @@ import sys
 
 import pytest
 
-from flaxtrainer import cli
+from flaxtrainer.cli import main as cli
 from flaxtrainer.errors import (
     CheckpointMismatchError,
     CheckpointNotFoundError,
     DataError,
+    ModelLoadError,
     UserError,
 )
-from flaxtrainer.models.errors import ModelLoadError
-from flaxtrainer.output_dir import OutputDirExistsError
+from flaxtrainer.outputs.output_dir import OutputDirExistsError
 
 CASES = {
     "user error with its hint": (UserError("bad --flag", "use --flag 3"), "use --flag 3"),
@@ -78,23 +78,20 @@ def test_interrupts_and_exits(monkeypatch, capsys):
     assert cli.main([]) == 143
 
 
-def test_old_import_paths_name_the_same_classes():
-    from flaxtrainer import checkpointing, cli_args, data
-    from flaxtrainer.data import errors as data_errors
+def test_package_names_are_the_error_types_of_flaxtrainer_errors():
+    from flaxtrainer import data, errors, models
 
-    assert cli_args.UserError is UserError
-    assert data.DataError is data_errors.DataError is DataError
-    assert checkpointing.CheckpointNotFoundError is CheckpointNotFoundError
-    assert checkpointing.CheckpointMismatchError is CheckpointMismatchError
+    assert data.DataError is DataError
+    assert models.ModelLoadError is errors.ModelLoadError
     assert issubclass(DataError, ValueError) and issubclass(CheckpointNotFoundError, OSError)
 
 
 def test_the_library_does_not_import_the_command_line():
     code = (
         "import sys\n"
-        "import flaxtrainer.pipeline, flaxtrainer.outputs, flaxtrainer.checkpointing\n"
-        "import flaxtrainer.data, flaxtrainer.trainer\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('flaxtrainer.cli', 'flaxtrainer.run'))))"
+        "import flaxtrainer.inference.pipeline, flaxtrainer.outputs.results, flaxtrainer.checkpointing.checkpointer\n"
+        "import flaxtrainer.data, flaxtrainer.training.trainer\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('flaxtrainer.cli.main', 'flaxtrainer.cli.job'))))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True

@@ -15,9 +15,9 @@ from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer, TrainingArguments
 from flaxtrainer.callbacks import LogPrinter, LRMonitor
-from flaxtrainer.cli import main, train_parser
-from flaxtrainer.cli_args import UserError
-from flaxtrainer.optim import make_schedule
+from flaxtrainer.cli.main import main, train_parser
+from flaxtrainer.cli.parser import UserError
+from flaxtrainer.training.optim import make_schedule
 
 REQUIRED = ["--model_name_or_path", "m", "--output_dir", "out"]
 

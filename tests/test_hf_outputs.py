@@ -16,8 +16,8 @@ import pytest
 from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer
-from flaxtrainer.cli import main, train_parser
-from flaxtrainer.outputs import hf_metric_aliases, hf_trainer_state, write_trainer_state
+from flaxtrainer.cli.main import main, train_parser
+from flaxtrainer.outputs.results import hf_metric_aliases, hf_trainer_state, write_trainer_state
 
 
 def _cli_fixtures():

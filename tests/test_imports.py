@@ -16,7 +16,7 @@ HEAVY = ("sklearn", "scipy", "seqeval.metrics", "torch", "tensorflow")
 def test_training_path_does_not_import_evaluation_only_packages():
     code = (
         "import json, sys\n"
-        "import flaxtrainer.run, flaxtrainer.tasks, flaxtrainer.trainer, flaxtrainer.cli\n"
+        "import flaxtrainer.cli.job, flaxtrainer.tasks, flaxtrainer.training.trainer, flaxtrainer.cli.main\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

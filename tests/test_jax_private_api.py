@@ -1,10 +1,10 @@
-"""flaxtrainer.distributed reaches into two private JAX modules, each behind one guarded
+"""flaxtrainer.runtime.distributed reaches into two private JAX modules, each behind one guarded
 function that degrades quietly. These tests fail loudly instead when a JAX release moves them,
 so the guard is never what silently turns off cluster detection."""
 
 import jax
 
-from flaxtrainer import distributed
+from flaxtrainer.runtime import distributed
 
 
 def test_backend_initialisation_check_still_exists():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flaxtrainer.args import TrainingArguments
+from flaxtrainer.config.training_args import TrainingArguments
 from flaxtrainer.models import (
     BertConfig,
     BertForTokenClassification,
@@ -76,7 +76,7 @@ def args_in(tmp_path: Path, **overrides) -> TrainingArguments:
 
 
 def test_rows_past_the_position_table_give_nan_logits():
-    """Pins the failure the checks below prevent (docs of flaxtrainer.checks): a 24-wide row on
+    """Pins the failure the checks below prevent (docs of flaxtrainer.training.checks): a 24-wide row on
     a 16-position table is NaN everywhere, the in-range real tokens included."""
     model = tiny_bert(16)
     ids = jnp.full((1, 24), 7, jnp.int32)
@@ -90,7 +90,7 @@ def test_rows_past_the_position_table_give_nan_logits():
 
 def test_trainer_refuses_a_task_longer_than_the_position_table(tmp_path):
     from flaxtrainer.tasks import TokenClassificationTask
-    from flaxtrainer.trainer import FlaxTrainer
+    from flaxtrainer.training.trainer import FlaxTrainer
 
     tokenizer, vocab_size = tokenizer_in(tmp_path / "tok")
     task = TokenClassificationTask(list(LABELS), tokenizer, max_seq_length=128)
@@ -105,7 +105,7 @@ def test_trainer_refuses_a_task_longer_than_the_position_table(tmp_path):
 
 def test_roberta_table_is_offset_by_padding_idx(tmp_path):
     """66 positions, pad_token_id 1: real tokens start at position 2, so 64 fit, 65 do not."""
-    from flaxtrainer.trainer import FlaxTrainer
+    from flaxtrainer.training.trainer import FlaxTrainer
 
     class Task:  # only what the constructor reads
         model_input_names = ("input_ids", "attention_mask")
@@ -130,7 +130,8 @@ def test_roberta_table_is_offset_by_padding_idx(tmp_path):
 
 
 def test_resolve_max_seq_length_clamps_with_a_warning(model_folder, caplog):
-    from flaxtrainer.run import default_max_length, resolve_max_seq_length
+    from flaxtrainer.cli.job import resolve_max_seq_length
+    from flaxtrainer.models.tokenizer import default_max_length
 
     tokenizer, _ = tokenizer_in(model_folder)
     with caplog.at_level(logging.WARNING, logger="flaxtrainer"):
@@ -147,7 +148,7 @@ def test_resolve_max_seq_length_clamps_with_a_warning(model_folder, caplog):
 
 
 def test_default_max_length_uses_the_roberta_offset(tmp_path):
-    from flaxtrainer.run import default_max_length
+    from flaxtrainer.models.tokenizer import default_max_length
 
     tokenizer, _ = tokenizer_in(tmp_path / "m")
     save_pretrained(tiny_roberta(66), tmp_path / "m", tokenizer)
@@ -155,7 +156,7 @@ def test_default_max_length_uses_the_roberta_offset(tmp_path):
 
 
 def test_cli_clamps_max_seq_length_and_metrics_are_finite(model_folder, tmp_path, capsys):
-    from flaxtrainer.cli import main
+    from flaxtrainer.cli.main import main
 
     sentences = [
         (["John", "visited", "Paris", "."], ["B-PER", "O", "B-LOC", "O"]),
@@ -187,7 +188,7 @@ def test_cli_clamps_max_seq_length_and_metrics_are_finite(model_folder, tmp_path
     task_file = json.loads((output_dir / "flaxtrainer_task.json").read_text())
     assert task_file["max_seq_length"] == 64
 
-    from flaxtrainer.pipeline import TokenClassificationPipeline
+    from flaxtrainer.inference.pipeline import TokenClassificationPipeline
 
     tagger = TokenClassificationPipeline(output_dir)
     assert tagger.task.max_seq_length == 64

@@ -2,7 +2,7 @@
 devices trains like 1 process x 4 devices, and both pack.
 
 Every micro-batch is packed from the global lengths into a grid planned from them
-(``flaxtrainer.input_pipeline``), so the rows are those of the single-process run, each process
+(``flaxtrainer.batching.input_pipeline``), so the rows are those of the single-process run, each process
 placing its own sentences; only the summation order of cross-device reductions differs. Dropout
 masks are keyed by each token's example id and position (``example_ids``), so they agree too.
 """

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from flaxtrainer.args import TrainingArguments
-from flaxtrainer.optim import is_crf_param, make_optimizer
+from flaxtrainer.config.training_args import TrainingArguments
+from flaxtrainer.training.optim import is_crf_param, make_optimizer
 
 
 def _params():

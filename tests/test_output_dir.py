@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flaxtrainer import TrainingArguments
-from flaxtrainer.output_dir import (
+from flaxtrainer.outputs.output_dir import (
     OutputDirExistsError,
     prepare_output_dir,
     previous_run,

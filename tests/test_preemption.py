@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from flaxtrainer.preemption import InterruptGuard, TrainingInterrupted, interrupt_message
+from flaxtrainer.training.preemption import InterruptGuard, TrainingInterrupted, interrupt_message
 
 
 def _deliver(signum: int) -> None:
@@ -105,7 +105,7 @@ _TWO_PROCESS_WORKER = textwrap.dedent(
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
-    from flaxtrainer.preemption import InterruptGuard
+    from flaxtrainer.training.preemption import InterruptGuard
 
     with InterruptGuard() as guard:
         open(os.path.join(folder, f"ready{pid}"), "w").close()

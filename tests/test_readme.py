@@ -18,7 +18,7 @@ def test_every_import_shown_in_the_readme_exists():
 
 
 def test_every_flag_named_in_the_readme_is_accepted():
-    from flaxtrainer.cli import predict_parser, train_parser
+    from flaxtrainer.cli.main import predict_parser, train_parser
 
     help_text = train_parser().parser.format_help() + predict_parser().parser.format_help()
     flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9_]+)", README))

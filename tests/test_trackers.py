@@ -20,7 +20,7 @@ from flaxtrainer.callbacks import (
 )
 from flaxtrainer.callbacks.mlflow_tracker import import_mlflow
 from flaxtrainer.callbacks.wandb_tracker import import_wandb
-from flaxtrainer.cli import main
+from flaxtrainer.cli.main import main
 
 
 def _train(args, callbacks):

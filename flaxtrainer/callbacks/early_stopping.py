@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from flaxtrainer.best_metric import BestMetric
 from flaxtrainer.callbacks.base import Callback
+from flaxtrainer.checkpointing.best_metric import BestMetric
 
 if TYPE_CHECKING:
-    from flaxtrainer.trainer import FlaxTrainer
+    from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ class EarlyStopping(Callback):
     An evaluation improves when ``metric`` beats the best value so far by more than
     ``threshold`` (above it for ``mode="max"``, below for ``"min"``; a NaN never improves).
     ``metric`` is looked up as given, then with the ``eval_`` prefix (``"f1"`` finds
-    ``eval_f1``). This is the rule of :mod:`flaxtrainer.best_metric`, so with the same metric
+    ``eval_f1``). This is the rule of :mod:`flaxtrainer.checkpointing.best_metric`, so with the same metric
     and direction the best step here is the trainer's and the checkpointer's best. The best
     value and the patience counter are in ``state_dict()``, so a resumed run stops where the
     original would.

@@ -6,19 +6,19 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from flaxtrainer.callbacks.base import Callback
-from flaxtrainer.distributed import is_main_process
-from flaxtrainer.outputs import save_error_report
+from flaxtrainer.outputs.results import save_error_report
+from flaxtrainer.runtime.distributed import is_main_process
 
 if TYPE_CHECKING:
-    from flaxtrainer.error_report import EntityErrorReport
-    from flaxtrainer.trainer import FlaxTrainer
+    from flaxtrainer.tasks.error_report import EntityErrorReport
+    from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 
 
 class ErrorReport(Callback):
     """After each ``evaluate`` and ``predict`` whose task gave an entity error report
-    (``trainer.last_evaluation.error_report``, see :mod:`flaxtrainer.error_report`): log its
+    (``trainer.last_evaluation.error_report``, see :mod:`flaxtrainer.tasks.error_report`): log its
     table (one line per entity type: gold, exact, boundary, type, missed, spurious, predicted)
     and write it to ``<output_dir>/<prefix>_error_report.json`` (``eval_error_report.json``,
     ``test_error_report.json``; process 0 only; each evaluation replaces the last one's). With

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from flaxtrainer.trainer import FlaxTrainer
+    from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import jax
 from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from flaxtrainer.trainer import FlaxTrainer
+    from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from flaxtrainer.trainer import FlaxTrainer
+    from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from flaxtrainer.callbacks.base import Callback
 _NOT_SHOWN = ("_runtime", "_samples_per_second", "_support")
 
 if TYPE_CHECKING:
-    from flaxtrainer.trainer import FlaxTrainer
+    from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flaxtrainer.callbacks.base import Callback
-from flaxtrainer.writers import MetricWriter, create_writer
+from flaxtrainer.callbacks.writers import MetricWriter, create_writer
 
 if TYPE_CHECKING:
-    from flaxtrainer.trainer import FlaxTrainer
+    from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class TensorBoard(Callback):
     tensorboardX writes from a background queue that a killed process loses, and closing is
     its only way to put every event up to the checkpoint on disk, so a resumed curve has no gap.
     A new run with ``overwrite_output_dir`` starts clean: ``train()`` deletes the old
-    ``logging_dir`` first when it lies inside ``output_dir`` (``flaxtrainer.output_dir``), so
+    ``logging_dir`` first when it lies inside ``output_dir`` (``flaxtrainer.outputs.output_dir``), so
     two runs' curves never mix; a resumed run appends to it.
 
     - training logs -> ``train/<key>`` (``train/loss``, ``train/learning_rate``,
@@ -119,14 +119,14 @@ class TensorBoard(Callback):
         """Each pass's entity error report, if any (``evaluation_passes``: every named set's
         where the trainer keeps them): its table as text (``<prefix>/entity_errors``) and its
         confusion matrix as an image (``<prefix>/entity_confusion``); see
-        ``flaxtrainer.error_report``."""
+        ``flaxtrainer.tasks.error_report``."""
         from flaxtrainer.callbacks.error_report import evaluation_passes
 
         for evaluation in evaluation_passes(trainer):
             report = evaluation.error_report
             if report is None:
                 continue
-            from flaxtrainer.error_report import confusion_image
+            from flaxtrainer.tasks.error_report import confusion_image
 
             prefix = evaluation.prefix
             writer.write_text(step, f"{prefix}/entity_errors", report.markdown())

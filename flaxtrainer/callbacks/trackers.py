@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from flaxtrainer.args import is_installed
 from flaxtrainer.callbacks.base import Callback
+from flaxtrainer.config.training_args import is_installed
 
 if TYPE_CHECKING:
-    from flaxtrainer.args import TrainingArguments
+    from flaxtrainer.config.training_args import TrainingArguments
 
 #: report_to name -> (module to import, what to install when it is missing)
 TRACKER_PACKAGES: dict[str, tuple[str, str]] = {
@@ -45,7 +45,7 @@ def require_trackers(report_to: Iterable[str], *, cli: bool = False) -> None:
     installs = "; ".join(command for _, command in missing)
     message = f"--report_to {names}: not installed"
     if cli:
-        from flaxtrainer.cli_args import UserError
+        from flaxtrainer.errors import UserError
 
         raise UserError(message, f"{installs}; or drop {names} from --report_to")
     raise ImportError(f"report_to={names!r} needs packages that are not installed: {installs}")

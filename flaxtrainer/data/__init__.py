@@ -11,10 +11,10 @@ Bad input raises :class:`DataError` naming the file and line or row.
 
 from flaxtrainer.data.conll import read_conll, read_conllu
 from flaxtrainer.data.demo import load_wnut16_demo, wnut16_path
-from flaxtrainer.data.errors import DataError
 from flaxtrainer.data.hub import load_hub_dataset
 from flaxtrainer.data.loader import features_for, load_token_classification_data, read_file
 from flaxtrainer.data.tabular import read_csv, read_json
+from flaxtrainer.errors import DataError
 
 __all__ = [
     "DataError",

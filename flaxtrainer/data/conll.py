@@ -18,8 +18,8 @@ import logging
 import re
 from pathlib import Path
 
-from flaxtrainer.data.errors import DataError
 from flaxtrainer.data.raw import RawSplit, lines_of, read_text
+from flaxtrainer.errors import DataError
 
 logger = logging.getLogger(__name__)
 

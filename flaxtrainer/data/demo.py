@@ -16,9 +16,9 @@ import datasets
 import numpy as np
 
 from flaxtrainer.data.conll import read_conll
-from flaxtrainer.data.errors import DataError
 from flaxtrainer.data.loader import features_for
 from flaxtrainer.data.raw import RawSplit
+from flaxtrainer.errors import DataError
 
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1}
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import datasets
 
-from flaxtrainer.data.errors import DataError
 from flaxtrainer.data.raw import (
     DOCUMENT_COLUMN,
     RawSplit,
@@ -25,6 +24,7 @@ from flaxtrainer.data.raw import (
     untagged_reason,
 )
 from flaxtrainer.data.tabular import DocumentNumbers
+from flaxtrainer.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Any
 import datasets
 
 from flaxtrainer.data.conll import read_conll, read_conllu
-from flaxtrainer.data.errors import DataError
 from flaxtrainer.data.hub import read_hub
 from flaxtrainer.data.raw import DOCUMENT_COLUMN, RawSplit
 from flaxtrainer.data.tabular import read_csv, read_json
+from flaxtrainer.errors import DataError
 
 logger = logging.getLogger(__name__)
 

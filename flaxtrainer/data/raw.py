@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flaxtrainer.data.errors import DataError
+from flaxtrainer.errors import DataError
 
 logger = logging.getLogger(__name__)
 

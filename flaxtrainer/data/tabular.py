@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flaxtrainer.data.errors import DataError
 from flaxtrainer.data.raw import (
     DOCUMENT_COLUMN,
     RawSplit,
@@ -33,6 +32,7 @@ from flaxtrainer.data.raw import (
     read_text,
     untagged_reason,
 )
+from flaxtrainer.errors import DataError
 
 NO_LABEL = "-1"  # a -1 tag id, as ``datasets`` marks an unlabelled token
 

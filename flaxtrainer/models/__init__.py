@@ -5,6 +5,7 @@ electra, deberta-v2 (DeBERTa-v2/v3, mDeBERTa-v3), modernbert. See `docs/internal
 forward contract.
 """
 
+from flaxtrainer.errors import ModelLoadError
 from flaxtrainer.models import (  # noqa: F401  (registration)
     bert,
     deberta_v2,
@@ -23,7 +24,6 @@ from flaxtrainer.models.distilbert import (
     DistilBertModel,
 )
 from flaxtrainer.models.electra import ElectraConfig, ElectraForTokenClassification, ElectraModel
-from flaxtrainer.models.errors import ModelLoadError
 from flaxtrainer.models.hub import resolve_model_path
 from flaxtrainer.models.layers import segment_position_ids
 from flaxtrainer.models.modernbert import ModernBertConfig, ModernBertForTokenClassification

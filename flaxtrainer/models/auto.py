@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
+from flaxtrainer.errors import ModelLoadError
 from flaxtrainer.models.config import EncoderConfig, labels_from_id2label
-from flaxtrainer.models.errors import ModelLoadError
 from flaxtrainer.models.hf_weights import (
     CRF_RULES,
     SAFETENSORS_NAME,
@@ -81,7 +81,7 @@ def from_pretrained(
     `classifier_init`: "lecun" = 1/sqrt(hidden), "hf" = the family's Hugging Face init, or a
     float) and one line is logged. A head loaded from the checkpoint is never re-initialised.
     `dtype` is the compute dtype, `param_dtype` the dtype parameters are stored in.
-    `crf` adds (True) or drops (False) a CRF layer (`flaxtrainer.crf`; None: as `config.json`
+    `crf` adds (True) or drops (False) a CRF layer (`flaxtrainer.models.crf`; None: as `config.json`
     says); its transitions load with the classifier, else start at zero.
     """
     folder = resolve_model_path(name_or_path)

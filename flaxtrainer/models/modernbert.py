@@ -44,9 +44,9 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
+from flaxtrainer.errors import ModelLoadError
 from flaxtrainer.models.config import EncoderConfig
 from flaxtrainer.models.dropout import Dropout
-from flaxtrainer.models.errors import ModelLoadError
 from flaxtrainer.models.hf_weights import (
     Transform,
     WeightRule,

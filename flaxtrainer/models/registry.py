@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from flaxtrainer.errors import ModelLoadError
 from flaxtrainer.models.config import EncoderConfig
-from flaxtrainer.models.errors import ModelLoadError
 from flaxtrainer.models.hf_weights import WeightTable
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
 

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from flaxtrainer.crf import CrfTransitions
 from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.crf import CrfTransitions
 from flaxtrainer.models.dropout import Dropout, token_ids
 from flaxtrainer.models.layers import dense
 
@@ -130,7 +130,7 @@ class EncoderForTokenClassification(nnx.Module):
 
     def head_params(self) -> dict[str, jax.Array]:
         """Parameters the task's loss and decoding use besides the logits: the CRF's
-        transitions (`flaxtrainer.crf.PARAM_NAMES`), or `{}` for a plain softmax head."""
+        transitions (`flaxtrainer.models.crf.PARAM_NAMES`), or `{}` for a plain softmax head."""
         return self.crf.params() if self.config.crf else {}
 
     def __call__(

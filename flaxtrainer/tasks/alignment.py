@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flaxtrainer.sharding import IGNORE_INDEX as IGNORE_INDEX  # its home; tasks import it here
+from flaxtrainer.runtime.sharding import (
+    IGNORE_INDEX as IGNORE_INDEX,  # its home; tasks import it here
+)
 from flaxtrainer.tasks.windows import plan_windows
 
 if TYPE_CHECKING:

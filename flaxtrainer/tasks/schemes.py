@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Container, Iterable, Sequence
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from seqeval import scheme as seqeval_scheme
+
+if TYPE_CHECKING:
+    from flaxtrainer.models.crf import CrfMasks
 
 OUTSIDE = "O"
 #: Prefixes of chunk tags in any scheme (``B-PER``, ``L-LOC``, ...).
@@ -101,7 +104,7 @@ class TaggingScheme:
     def allows(self, prev: str | None, tag: str | None) -> bool:
         """Whether ``tag`` may follow ``prev``; ``prev=None`` is the sentence start and
         ``tag=None`` its end (both read as ``O``). The one rule behind :meth:`violations` and
-        the CRF's transition masks (:func:`flaxtrainer.crf.allowed_transitions`)."""
+        the CRF's transition masks (:func:`allowed_transitions`)."""
         prev_prefix, prev_type = split_tag(OUTSIDE if prev is None else prev)
         prefix, entity = split_tag(OUTSIDE if tag is None else tag)
         before = self.needs_before.get(prefix)
@@ -406,3 +409,21 @@ def detect_scheme(tag_sequences: Iterable[Sequence[str]], labels: Iterable[str] 
         TokenClassificationTask(label_names, tokenizer, scheme=detect_scheme(train_tags))
     """
     return detect_scheme_details(tag_sequences, labels).scheme
+
+
+def allowed_transitions(scheme: TaggingScheme | None, labels: Sequence[str]) -> CrfMasks:
+    """The transition masks of ``scheme`` over ``labels`` (all allowed for ``scheme=None``,
+    e.g. POS tags). IOB2 forbids ``O -> I-X``, ``B-X -> I-Y`` and ``start -> I-X``; IOBES /
+    BILOU also forbid e.g. ``B-X -> O`` and ``B-X -> end``; see ``TaggingScheme.allows``."""
+    import numpy as np
+
+    from flaxtrainer.models.crf import CrfMasks  # jax: imported when a CRF is built
+
+    n = len(labels)
+    if scheme is None:
+        return CrfMasks(np.ones((n, n), bool), np.ones(n, bool), np.ones(n, bool))
+    return CrfMasks(
+        np.array([[scheme.allows(a, b) for b in labels] for a in labels], bool).reshape(n, n),
+        np.array([scheme.allows(None, b) for b in labels], bool),
+        np.array([scheme.allows(a, None) for a in labels], bool),
+    )

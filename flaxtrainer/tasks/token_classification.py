@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from flaxtrainer.crf import WORD_STARTS, add_word_starts, allowed_transitions
-from flaxtrainer.crf import batch_decode as crf_batch_decode
-from flaxtrainer.crf import batch_nll as crf_batch_nll
+from flaxtrainer.models.crf import WORD_STARTS, add_word_starts
+from flaxtrainer.models.crf import batch_decode as crf_batch_decode
+from flaxtrainer.models.crf import batch_nll as crf_batch_nll
 from flaxtrainer.tasks.alignment import (
     IGNORE_INDEX,
     AlignStats,
@@ -43,11 +43,11 @@ from flaxtrainer.tasks.base import Task
 from flaxtrainer.tasks.columns import gold_tag_ids, read_columns
 from flaxtrainer.tasks.context import DocumentContext
 from flaxtrainer.tasks.metrics import seqeval_metrics, tag_accuracy_metrics
-from flaxtrainer.tasks.schemes import OUTSIDE, TaggingScheme, get_scheme
+from flaxtrainer.tasks.schemes import OUTSIDE, TaggingScheme, allowed_transitions, get_scheme
 from flaxtrainer.tasks.stitching import examples_markdown, stitch_words
 
 if TYPE_CHECKING:
-    from flaxtrainer.error_report import EntityErrorReport
+    from flaxtrainer.tasks.error_report import EntityErrorReport
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class TokenClassificationTask(Task):
     ) -> tuple[jax.Array, jax.Array]:
         """Masked softmax cross-entropy in float32: (sum over labels != -100, their count).
 
-        With ``crf=True``: the CRF's exact negative log-likelihood (:func:`flaxtrainer.crf.
+        With ``crf=True``: the CRF's exact negative log-likelihood (:func:`flaxtrainer.models.crf.
         crf_nll`) summed over sentences, each packed sentence (``attention_mask`` value) its own
         chain over the first pieces of the words it owns that have a gold tag; the count is the
         number of those words, so the trainer's global normalisation divides by words, as for
@@ -437,12 +437,12 @@ class TokenClassificationTask(Task):
     def error_report(
         self, dataset: Any, features: Sequence[dict], outputs: Sequence[Mapping[str, np.ndarray]]
     ) -> EntityErrorReport | None:
-        """Where the entity errors are, per entity type (:mod:`flaxtrainer.error_report`):
+        """Where the entity errors are, per entity type (:mod:`flaxtrainer.tasks.error_report`):
         found exactly, with wrong boundaries, with the wrong type, missed, spurious; entities
         read with the task's scheme and seqeval mode. None for a task without entities (no
         tagging scheme: POS tags) or a dataset without gold tags. Right after
         ``compute_metrics`` on the same outputs it reuses the tags that one decoded."""
-        from flaxtrainer.error_report import entity_error_report
+        from flaxtrainer.tasks.error_report import entity_error_report
 
         decoded, self._decoded = self._decoded, None
         if self.scheme is None:

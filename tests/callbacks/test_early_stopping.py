@@ -7,7 +7,7 @@ from trainer.toy import ToyTagger, ToyTask, make_dataset
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import EarlyStopping
-from flaxtrainer.state import TrainerControl, TrainerState
+from flaxtrainer.callbacks.state import TrainerControl, TrainerState
 
 
 def _fake_trainer():

@@ -10,9 +10,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from flaxtrainer.callbacks import ErrorReport
 from flaxtrainer.callbacks.tensorboard import TensorBoard
-from flaxtrainer.error_report import entity_error_report
-from flaxtrainer.evaluation import EvalLoopOutput
+from flaxtrainer.tasks.error_report import entity_error_report
 from flaxtrainer.tasks.schemes import get_scheme
+from flaxtrainer.training.evaluation import EvalLoopOutput
 
 GOLD = [["B-PER", "I-PER", "O", "B-LOC"]]
 

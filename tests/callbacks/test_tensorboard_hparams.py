@@ -30,7 +30,7 @@ def _session_hparams(logdir: str) -> dict:
 def test_a_cli_run_writes_crf_context_size_and_classifier_init(tmp_path):
     from cli.conftest import build_tiny_bert, fast_flags, make_sentences, write_conll
 
-    from flaxtrainer.cli import main
+    from flaxtrainer.cli.main import main
 
     model = build_tiny_bert(tmp_path / "model")
     train = write_conll(tmp_path / "train.conll", make_sentences(8, 0))

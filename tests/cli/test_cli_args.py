@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from flaxtrainer.cli import main, predict_parser, train_parser
-from flaxtrainer.cli_args import UserError
+from flaxtrainer.cli.main import main, predict_parser, train_parser
+from flaxtrainer.cli.parser import UserError
 
 BASE = ["--model_name_or_path", "m", "--output_dir", "out"]
 

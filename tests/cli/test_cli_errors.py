@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from flaxtrainer.cli import main
+from flaxtrainer.cli.main import main
 
 CALLBACK_FILE = str(REPO / "examples" / "my_callback.py")
 

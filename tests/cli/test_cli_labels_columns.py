@@ -14,8 +14,8 @@ import pytest
 from conftest import fast_flags, make_sentences, write_conll
 from seqeval.metrics import f1_score, precision_score, recall_score
 
-from flaxtrainer.cli import main, train_parser
-from flaxtrainer.outputs import read_predictions
+from flaxtrainer.cli.main import main, train_parser
+from flaxtrainer.outputs.results import read_predictions
 
 # Sentences with "product" entities, a type the training data (PER/LOC/ORG) never has.
 PRODUCTS = [
@@ -103,7 +103,7 @@ def test_unseen_tags_are_scored_as_in_seqeval(unseen_run):
 
 
 def test_pipeline_works_with_the_untrained_labels_in_the_head(unseen_run):
-    from flaxtrainer.pipeline import TokenClassificationPipeline
+    from flaxtrainer.inference.pipeline import TokenClassificationPipeline
 
     output_dir, _ = unseen_run
     tagged = TokenClassificationPipeline(output_dir).tag([["Mary", "met", "Apple", "."]])
@@ -163,8 +163,8 @@ def test_task_scores_unknown_gold_tags_as_misses_and_leaves_them_out_of_the_loss
 ):
     """A task built on the trained labels, on data with unknown tags: -100 for the loss, the
     gold strings for the metrics, which agree with seqeval on the same strings."""
+    from flaxtrainer.cli.job import load_tokenizer
     from flaxtrainer.data import load_token_classification_data
-    from flaxtrainer.run import load_tokenizer
     from flaxtrainer.tasks import TokenClassificationTask
 
     sentences = [
@@ -203,7 +203,7 @@ def test_task_scores_unknown_gold_tags_as_misses_and_leaves_them_out_of_the_loss
 
 
 def parsed_data(argv: list[str], tiny_bert: Path, tmp_path: Path):
-    from flaxtrainer.run import load_data
+    from flaxtrainer.cli.job import load_data
 
     (model_args, data_args, _, _), _ = train_parser().parse(
         fast_flags(tmp_path / "out", tiny_bert) + argv

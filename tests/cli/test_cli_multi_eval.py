@@ -25,9 +25,9 @@ from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import Callback, EarlyStopping
-from flaxtrainer.cli import main
+from flaxtrainer.cli.main import main
 from flaxtrainer.data.loader import validation_splits
-from flaxtrainer.evaluation import MetricForBestModelError
+from flaxtrainer.training.evaluation import MetricForBestModelError
 
 SETS = ("dev", "ood", "dev_2")
 COMPARED = ("f1", "accuracy", "loss", "samples")

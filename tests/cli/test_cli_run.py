@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, fast_flags
 
-from flaxtrainer.cli import main
-from flaxtrainer.outputs import read_predictions
+from flaxtrainer.cli.main import main
+from flaxtrainer.outputs.results import read_predictions
 
 USER_TASK = '''
 from flaxtrainer.tasks import TokenClassificationTask
@@ -167,7 +167,7 @@ def test_final_f1_is_printed(ner_run):
 
 
 def test_pipeline_agrees_with_test_predictions(ner_run, ner_files):
-    from flaxtrainer.pipeline import TokenClassificationPipeline
+    from flaxtrainer.inference.pipeline import TokenClassificationPipeline
 
     output_dir, _ = ner_run
     sentences = [[row[0] for row in s] for s in conll_sentences(ner_files["test"])]
@@ -239,7 +239,7 @@ def test_pos_on_conllu_through_the_console_script(tmp_path, tiny_bert, ner_files
     assert len(rows) == len(test_words)
     assert [r[:2] for r in rows] == [[w.split("\t")[1], w.split("\t")[3]] for w in test_words]
 
-    from flaxtrainer.pipeline import TokenClassificationPipeline
+    from flaxtrainer.inference.pipeline import TokenClassificationPipeline
 
     result = TokenClassificationPipeline(output_dir)("the Acme .")
     assert [w["word"] for w in result["words"]] == ["the", "Acme", "."]
@@ -290,7 +290,7 @@ def test_unlabeled_conll_test_file(ner_run, ner_files, tmp_path):
 def test_pipeline_falls_back_when_the_saved_task_class_is_gone(ner_run, tmp_path, caplog):
     import shutil
 
-    from flaxtrainer.pipeline import TokenClassificationPipeline
+    from flaxtrainer.inference.pipeline import TokenClassificationPipeline
 
     output_dir, _ = ner_run
     copy = tmp_path / "model"

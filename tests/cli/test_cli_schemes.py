@@ -16,8 +16,8 @@ from conftest import fast_flags, make_sentences, write_conll
 from seqeval.metrics import f1_score
 from seqeval.scheme import BILOU, IOB2
 
-from flaxtrainer.cli import main
-from flaxtrainer.outputs import read_predictions
+from flaxtrainer.cli.main import main
+from flaxtrainer.outputs.results import read_predictions
 from flaxtrainer.tasks import get_scheme, iob2_to_iobes, iobes_to_iob2
 
 TO_BILOU = {"B": "B", "I": "I", "E": "L", "S": "U"}
@@ -171,7 +171,7 @@ def test_bilou_default_mode_reads_bilou_as_iobes(bilou_run, tmp_path):
 
 
 def test_saved_scheme_reused_by_pipeline_and_predict_command(bilou_run):
-    from flaxtrainer.pipeline import TokenClassificationPipeline
+    from flaxtrainer.inference.pipeline import TokenClassificationPipeline
 
     output_dir, _ = bilou_run
     tagger = TokenClassificationPipeline(output_dir, batch_size=4)
@@ -275,13 +275,13 @@ def _dataset(split_tags: dict[str, list[list[str]]]):
 def test_scheme_keywords_of_a_run(caplog):
     """run.scheme_kwargs: explicit flags win; evaluation reuses the saved scheme and mode;
     auto detects from train (else the evaluated split); the pos task gets neither keyword."""
-    from flaxtrainer.cli_args import DataArguments
-    from flaxtrainer.run import scheme_kwargs
+    from flaxtrainer.cli.job import scheme_kwargs
+    from flaxtrainer.config.job_args import DataArguments
 
     dsd, names = _dataset(
         {"train": [["O", "I-PER", "I-PER"], ["I-LOC"]], "validation": [["B-PER", "E-PER"]]}
     )
-    caplog.set_level("INFO", logger="flaxtrainer.run")
+    caplog.set_level("INFO", logger="flaxtrainer.cli.job")
     auto = DataArguments()
     assert scheme_kwargs(auto, "ner", dsd, names, {}, True) == {"scheme": "IOB1", "mode": None}
     assert "label scheme: IOB1 (detected: I- starts chunks" in caplog.text
@@ -304,8 +304,8 @@ def test_scheme_keywords_of_a_run(caplog):
 
 def test_inference_task_scheme_without_task_kwargs(tiny_bert):
     """Task files from before --label_scheme (top-level "scheme" only) and models without one."""
-    from flaxtrainer.pipeline import _inference_task
-    from flaxtrainer.run import load_tokenizer
+    from flaxtrainer.cli.job import load_tokenizer
+    from flaxtrainer.inference.pipeline import _inference_task
 
     tokenizer = load_tokenizer(str(tiny_bert))
     kwargs = {"max_seq_length": 32}

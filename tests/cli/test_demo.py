@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from flaxtrainer.cli import train_parser
-from flaxtrainer.demo import DEMO_OPTIONS, demo_defaults
-from flaxtrainer.run import resolve_model_name
+from flaxtrainer.cli.demo import DEMO_OPTIONS, demo_defaults
+from flaxtrainer.cli.main import train_parser
+from flaxtrainer.models.hub import resolve_model_name
 
 CONFIG = REPO / "examples" / "wnut16_demo.json"
 HAS_DEMO_PACKAGES = all(

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from flaxtrainer.outputs import read_predictions, save_metrics, write_predictions
-from flaxtrainer.pipeline import group_entities, split_words, words_from_tokens
+from flaxtrainer.inference.pipeline import group_entities, split_words, words_from_tokens
+from flaxtrainer.outputs.results import read_predictions, save_metrics, write_predictions
 
 
 def test_save_metrics_writes_split_file_and_merges_all_results(tmp_path):

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flaxtrainer.cli import main
-from flaxtrainer.pipeline import TokenClassificationPipeline, split_words
+from flaxtrainer.cli.main import main
+from flaxtrainer.inference.pipeline import TokenClassificationPipeline, split_words
 
 HINDI = "नमस्ते दुनिया, भारत"
 THAI = "สวัสดีครับ ผมชื่อสมชาย อายุ ๒๕ ปี"
@@ -104,8 +104,8 @@ def test_ascii_splits_as_before(text):
 def every_word_a_place(tmp_path_factory, tiny_bert) -> Path:
     """The tiny BERT with an NER head that tags every token B-LOC, so each word of the input
     comes back as an entity of its own (random weights otherwise give arbitrary entities)."""
+    from flaxtrainer.cli.job import load_tokenizer
     from flaxtrainer.models import from_pretrained, save_pretrained
-    from flaxtrainer.run import load_tokenizer
 
     model = from_pretrained(tiny_bert, id2label=dict(enumerate(LABELS)))
     bias = np.zeros(len(LABELS), np.float32)

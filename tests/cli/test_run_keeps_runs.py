@@ -10,7 +10,7 @@ import json
 import pytest
 from conftest import fast_flags
 
-from flaxtrainer.cli import main
+from flaxtrainer.cli.main import main
 
 
 def run_main(argv: list[str]) -> tuple[int, str]:

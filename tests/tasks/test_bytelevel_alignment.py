@@ -114,7 +114,7 @@ def test_tokenizer_without_prefix_space_is_refused():
 
 
 def test_load_tokenizer_gives_a_usable_modernbert_style_tokenizer(tmp_path):
-    from flaxtrainer.run import load_tokenizer
+    from flaxtrainer.cli.job import load_tokenizer
 
     _modernbert_style_tokenizer(add_prefix_space=False).save_pretrained(tmp_path)
     check_tokenizer(load_tokenizer(str(tmp_path)))

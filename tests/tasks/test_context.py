@@ -13,9 +13,10 @@ import datasets
 import numpy as np
 import pytest
 
-from flaxtrainer.cli_args import DataArguments, UserError
+from flaxtrainer.cli.job_data import context_size
+from flaxtrainer.cli.parser import UserError
+from flaxtrainer.config.job_args import DataArguments
 from flaxtrainer.data import load_token_classification_data
-from flaxtrainer.run_data import context_size
 from flaxtrainer.tasks import TokenClassificationTask
 from flaxtrainer.tasks.context import Context
 
@@ -289,8 +290,8 @@ class _Records(logging.Handler):
 
 @pytest.mark.slow
 def test_cli_run_with_context_writes_the_same_predictions_format(tmp_path):
-    from flaxtrainer.cli import main
-    from flaxtrainer.outputs import read_predictions, read_task_file
+    from flaxtrainer.cli.main import main
+    from flaxtrainer.outputs.results import read_predictions, read_task_file
 
     helpers = _cli_helpers()
     model = helpers.build_tiny_bert(tmp_path / "model")

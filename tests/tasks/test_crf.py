@@ -1,4 +1,4 @@
-"""flaxtrainer.crf against brute-force enumeration of every tag sequence, scheme masks, packing."""
+"""flaxtrainer.models.crf against brute-force enumeration of every tag sequence, scheme masks, packing."""
 
 import itertools
 
@@ -7,18 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flaxtrainer.crf import (
+from flaxtrainer.models.crf import (
     CUT_AFTER,
     CUT_BEFORE,
     TRAIN_PENALTY,
     WORD,
-    allowed_transitions,
     chain_flags,
     crf_decode,
     crf_marginals,
     crf_nll,
 )
-from flaxtrainer.tasks.schemes import get_scheme
+from flaxtrainer.tasks.schemes import allowed_transitions, get_scheme
 
 
 def _params(rng, n):

@@ -3,19 +3,21 @@
 import numpy as np
 import pytest
 
-from flaxtrainer.batching import (
+from flaxtrainer.batching.batchers import (
     Batcher,
-    LengthGroupedSampler,
     PackingBatcher,
     PackingGrid,
-    balanced_plan,
     bucket_widths,
-    deal_balanced,
-    eval_plan,
     first_fit_decreasing,
 )
-from flaxtrainer.input_pipeline import Placement, PreparedData
-from flaxtrainer.layouts import PackedLayout
+from flaxtrainer.batching.input_pipeline import Placement, PreparedData
+from flaxtrainer.batching.layouts import PackedLayout
+from flaxtrainer.batching.sampler import (
+    LengthGroupedSampler,
+    balanced_plan,
+    deal_balanced,
+    eval_plan,
+)
 
 
 def _features(lengths, with_mask=True):
@@ -299,7 +301,7 @@ def test_sampler_micro_batches_only_reorder_within_a_batch():
 
 
 def test_fill_grid_covers_each_feature_once_and_fits_the_grid():
-    from flaxtrainer.layouts import fill_grid
+    from flaxtrainer.batching.layouts import fill_grid
 
     lengths = np.random.default_rng(6).integers(1, 40, size=97)
     grid = PackingGrid(4, 48)
@@ -313,7 +315,7 @@ def test_fill_grid_covers_each_feature_once_and_fits_the_grid():
 
 
 def test_segment_numbers_count_from_each_row_start():
-    from flaxtrainer.batching import segment_numbers
+    from flaxtrainer.batching.batchers import segment_numbers
 
     rows, starts = np.array([2, 0, 2, 1, 0, 2]), np.array([5, 3, 0, 0, 0, 9])
     assert segment_numbers(rows, starts).tolist() == [2, 2, 1, 1, 1, 3]

@@ -17,9 +17,9 @@ from flax import nnx
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import Callback, EarlyStopping
-from flaxtrainer.output_dir import OutputDirExistsError
-from flaxtrainer.preemption import TrainingInterrupted
-from flaxtrainer.state import TrainerState
+from flaxtrainer.callbacks.state import TrainerState
+from flaxtrainer.outputs.output_dir import OutputDirExistsError
+from flaxtrainer.training.preemption import TrainingInterrupted
 
 from .toy import ToyTagger, ToyTask, make_dataset, toy_args
 
@@ -142,7 +142,7 @@ def test_corrupted_newest_checkpoint_resumes_from_the_previous(reference, tmp_pa
 
     start = StartStep()
     resumed = _trainer(output_dir, [start], resume_from_checkpoint="latest")
-    with caplog.at_level(logging.WARNING, logger="flaxtrainer.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="flaxtrainer.checkpointing.checkpointer"):
         resumed.train()
     assert f"Checkpoint step {STEPS}" in caplog.text and "unusable" in caplog.text
     assert start.start_step == STEPS - 1

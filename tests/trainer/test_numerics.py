@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from flaxtrainer import FlaxTrainer
-from flaxtrainer.batching import LengthGroupedSampler
+from flaxtrainer.batching.sampler import LengthGroupedSampler
 
 from .toy import ToyTagger, ToyTask, make_dataset, masked_cross_entropy, reference_logits
 

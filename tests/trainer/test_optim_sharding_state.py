@@ -7,9 +7,9 @@ import pytest
 from flax import nnx
 
 from flaxtrainer import TrainingArguments
-from flaxtrainer.optim import decay_mask, make_optimizer, make_schedule, path_names
-from flaxtrainer.sharding import DATA_AXIS, make_mesh, pad_rows, put_batch
-from flaxtrainer.state import TrainerControl, TrainerState
+from flaxtrainer.callbacks.state import TrainerControl, TrainerState
+from flaxtrainer.runtime.sharding import DATA_AXIS, make_mesh, pad_rows, put_batch
+from flaxtrainer.training.optim import decay_mask, make_optimizer, make_schedule, path_names
 
 from .toy import ToyTagger
 

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from flaxtrainer import FlaxTrainer, TrainingArguments
-from flaxtrainer.batching import LengthGroupedSampler
+from flaxtrainer.batching.sampler import LengthGroupedSampler
 from flaxtrainer.models import BertConfig, BertForTokenClassification
 from flaxtrainer.models.roberta import RobertaConfig, RobertaForTokenClassification
 

@@ -17,7 +17,7 @@ from flax import nnx
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import Callback, TensorBoard, TerminateOnNaN
-from flaxtrainer.preemption import TrainingInterrupted
+from flaxtrainer.training.preemption import TrainingInterrupted
 
 from .toy import (
     NUM_LABELS,
@@ -330,7 +330,7 @@ def test_eval_samples_counts_examples_of_a_dict_of_columns(tmp_path):
 
 
 def test_overwrite_deletes_logs_inside_output_dir_only(tmp_path, caplog):
-    from flaxtrainer.output_dir import prepare_output_dir
+    from flaxtrainer.outputs.output_dir import prepare_output_dir
 
     def fill(folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""The command line: flags -> config, the job's flow, demo and predict. Nothing in the library imports it."""

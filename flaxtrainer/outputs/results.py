@@ -1,0 +1,267 @@
+"""What a run leaves in output_dir besides the model: results JSON files and predictions.
+
+File names follow Hugging Face's example scripts: `<split>_results.json` per split, all of them
+merged into `all_results.json`, and `test_predictions.txt` in CoNLL layout (one
+`word gold predicted` line per word, or `word predicted` when the test split has no labels, and
+a blank line between sentences).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ALL_RESULTS = "all_results.json"
+PREDICTIONS_FILE = "test_predictions.txt"
+TRAINER_STATE = "trainer_state.json"
+TASK_FILE = "flaxtrainer_task.json"
+TRAINING_ARGS = "training_args.json"
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def to_builtin(value: Any) -> Any:
+    """numpy / jax scalars and arrays -> plain Python, recursively (for json.dump)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_builtin(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_builtin(dataclasses.asdict(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy or jax array
+        return np.asarray(value).tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN/inf are not JSON; keep them visible rather than crash
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write `data` as indented, key-sorted JSON (creating parent folders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_builtin(data), indent=2, sort_keys=True) + "\n", "utf-8")
+    return path
+
+
+def save_metrics(output_dir: str | Path, split: str, metrics: Mapping[str, Any]) -> Path:
+    """Write `<split>_results.json` and merge the same metrics into `all_results.json`, with
+    Hugging Face's names added alongside (`hf_metric_aliases`)."""
+    output_dir = Path(output_dir)
+    metrics = {**metrics, **hf_metric_aliases(metrics)}
+    path = write_json(output_dir / f"{split}_results.json", metrics)
+    all_path = output_dir / ALL_RESULTS
+    merged: dict[str, Any] = {}
+    if all_path.is_file():
+        try:
+            merged = json.loads(all_path.read_text("utf-8"))
+        except json.JSONDecodeError:
+            merged = {}  # a run killed mid-write: start over rather than fail the new run
+    merged.update(to_builtin(dict(metrics)))
+    write_json(all_path, merged)
+    return path
+
+
+def error_report_path(output_dir: str | Path, split: str) -> Path:
+    """`<split>_error_report.json`: the entity error report of a split (`eval`, `test`), see
+    `flaxtrainer.tasks.error_report`."""
+    return Path(output_dir) / f"{split}_error_report.json"
+
+
+def save_error_report(output_dir: str | Path, split: str, report: Mapping[str, Any]) -> Path:
+    """Write a split's entity error report (`EntityErrorReport.to_dict()`) as JSON."""
+    return write_json(error_report_path(output_dir, split), report)
+
+
+_HF_OVERALL = ("precision", "recall", "f1", "accuracy")
+_SPLIT_PREFIXES = ("eval", "test", "predict")
+
+
+def hf_metric_aliases(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Hugging Face run_ner.py's names for the same numbers, for a split with entity-level
+    metrics (`<split>_<TYPE>_support` keys; without them HF's names are flaxtrainer's):
+    `<split>_overall_<m>` for `<split>_<m>` (m in precision, recall, f1, accuracy) and
+    `<split>_<TYPE>_number` (an int) for `<split>_<TYPE>_support`. Keys already present stay."""
+    entity_level = {
+        key.partition("_")[0] for key in metrics if key.endswith("_support") and key.count("_") > 1
+    }
+    aliases: dict[str, Any] = {}
+    for key, value in metrics.items():
+        prefix, _, name = key.partition("_")
+        if prefix not in _SPLIT_PREFIXES or prefix not in entity_level:
+            continue
+        if name in _HF_OVERALL:
+            aliases[f"{prefix}_overall_{name}"] = value
+        elif name.endswith("_support") and len(name) > len("_support"):
+            number = to_builtin(value)
+            if isinstance(number, float) and number.is_integer():
+                number = int(number)
+            aliases[f"{prefix}_{name[: -len('_support')]}_number"] = number
+    return {k: v for k, v in aliases.items() if k not in metrics}
+
+
+#: The fields of `transformers.TrainerState` (v5) and the value written where flaxtrainer's
+#: TrainerState has none. `TrainerState.load_from_json` passes every key to the dataclass, so
+#: trainer_state.json holds exactly these keys.
+HF_TRAINER_STATE_FIELDS: dict[str, Any] = {
+    "epoch": 0.0,
+    "global_step": 0,
+    "max_steps": 0,
+    "logging_steps": 500,
+    "eval_steps": 500,
+    "save_steps": 500,
+    "train_batch_size": None,
+    "num_train_epochs": 0,
+    "num_input_tokens_seen": 0,
+    "total_flos": 0.0,
+    "log_history": [],
+    "best_metric": None,
+    "best_global_step": None,
+    "best_model_checkpoint": None,
+    "is_local_process_zero": True,
+    "is_world_process_zero": True,
+    "is_hyper_param_search": False,
+    "trial_name": None,
+    "trial_params": None,
+    "stateful_callbacks": {},
+}
+
+
+def hf_trainer_state(state: Any) -> dict[str, Any]:
+    """flaxtrainer's `TrainerState` (or its `to_dict()`) as Hugging Face's `trainer_state.json`
+    content: HF's fields only (the resume-only fields `epoch_index`, `step_in_epoch`,
+    `steps_per_epoch`, `num_compilations` live in the checkpoints); `flaxtrainer`'s
+    `TrainerState.load_from_json` reads it too."""
+    data = state.to_dict() if hasattr(state, "to_dict") else dict(state)
+    return {name: data.get(name, default) for name, default in HF_TRAINER_STATE_FIELDS.items()}
+
+
+def write_trainer_state(path: str | Path, state: Any) -> Path:
+    """Write `trainer_state.json` as `transformers.TrainerState.save_to_json` does (NaN kept as
+    NaN, like HF), atomically: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = hf_trainer_state(state)
+    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, "utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    converted = to_builtin(value)
+    if converted is value:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return converted
+
+
+#: Argument fields never written to training_args.json (secrets).
+SECRET_ARGUMENTS = frozenset({"token", "hub_token", "use_auth_token"})
+
+
+def run_arguments(*arguments: Any) -> dict[str, Any]:
+    """Every field of the given argument dataclasses (e.g. model, data, plugin and training
+    arguments) in one flat mapping of flag name -> value, secrets left out. Later dataclasses
+    win for a shared name (e.g. `seed`)."""
+    merged: dict[str, Any] = {}
+    for args in arguments:
+        if args is None:
+            continue
+        fields = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args)
+        merged.update({k: v for k, v in fields.items() if k not in SECRET_ARGUMENTS})
+    return merged
+
+
+def write_training_args(output_dir: str | Path, *arguments: Any) -> Path:
+    """Write `training_args.json`: `run_arguments(*arguments)`, what Hugging Face pickles as
+    `training_args.bin`. Its keys are flag names, so `flaxtrainer training_args.json` reruns
+    the same configuration (drop `resume_from_checkpoint` / `overwrite_output_dir` as needed)."""
+    return write_json(Path(output_dir) / TRAINING_ARGS, run_arguments(*arguments))
+
+
+def format_metrics(split: str, metrics: Mapping[str, Any]) -> str:
+    """The `***** eval metrics *****` block of HF scripts, with aligned keys."""
+    lines = [f"***** {split} metrics *****"]
+    width = max((len(k) for k in metrics), default=0)
+    for key in sorted(metrics):
+        value = to_builtin(metrics[key])
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"  {key:<{width}} = {shown}")
+    return "\n".join(lines)
+
+
+def _conll_word(word: str) -> str:
+    """A word as one CoNLL column: inner whitespace becomes '_', an empty word '_'."""
+    return _WHITESPACE.sub("_", word.strip()) or "_"
+
+
+def write_predictions(
+    path: str | Path,
+    words: Sequence[Sequence[str]],
+    predictions: Sequence[Sequence[str]],
+    gold: Sequence[Sequence[str]] | None = None,
+) -> Path:
+    """Write CoNLL predictions: `word gold predicted` (or `word predicted`) per word.
+
+    Every word of every sentence gets exactly one line, in dataset order; an empty sentence
+    gives just its blank separator line.
+    """
+    if len(predictions) != len(words) or (gold is not None and len(gold) != len(words)):
+        raise ValueError(
+            f"predictions for {len(predictions)} sentences, gold for "
+            f"{'-' if gold is None else len(gold)}, but {len(words)} sentences"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for index, (sentence, predicted) in enumerate(zip(words, predictions)):
+            if len(predicted) != len(sentence):
+                raise ValueError(
+                    f"sentence {index}: {len(sentence)} words but {len(predicted)} predictions"
+                )
+            if gold is None:
+                for word, tag in zip(sentence, predicted):
+                    out.write(f"{_conll_word(word)} {tag}\n")
+            else:
+                for word, gold_tag, tag in zip(sentence, gold[index], predicted):
+                    out.write(f"{_conll_word(word)} {gold_tag} {tag}\n")
+            out.write("\n")
+    return path
+
+
+def read_predictions(path: str | Path) -> list[list[list[str]]]:
+    """Read a predictions file back: sentences of rows of columns (for tests and tools)."""
+    sentences: list[list[list[str]]] = []
+    current: list[list[str]] = []
+    for line in Path(path).read_text("utf-8").splitlines():
+        if line.strip():
+            current.append(line.split(" "))
+        else:
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+def read_task_file(folder: str | Path) -> dict[str, Any] | None:
+    """The `flaxtrainer_task.json` saved with a fine-tuned model, or None when there is none."""
+    from flaxtrainer.errors import UserError, parse_json
+
+    path = Path(folder) / TASK_FILE
+    if not path.is_file():
+        return None
+    hint = "re-export the model, or delete the file and pass --task_name"
+    data = parse_json(path.read_text("utf-8"), str(path), hint)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object", "re-export the model")
+    return data

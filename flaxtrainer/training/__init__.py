@@ -1,0 +1,1 @@
+"""The trainer and its collaborators: evaluation, jitted steps, optimizer, totals, preemption, export."""
