@@ -10,6 +10,7 @@ from flaxtrainer.callbacks.profiler import Profiler
 from flaxtrainer.callbacks.progress import LogPrinter, ParameterOverview, ProgressBar
 from flaxtrainer.callbacks.tensorboard import TensorBoard
 from flaxtrainer.callbacks.trackers import tracker_callbacks
+from flaxtrainer.callbacks.view import TrainerView
 from flaxtrainer.callbacks.wandb_tracker import WandB
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ProgressBar",
     "TensorBoard",
     "TerminateOnNaN",
+    "TrainerView",
     "WandB",
     "tracker_callbacks",
 ]

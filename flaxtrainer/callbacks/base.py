@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flaxtrainer.training.trainer import FlaxTrainer
+    from flaxtrainer.callbacks.view import TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -46,39 +46,40 @@ EVENTS = (
 
 
 class Callback:
-    """Base class: override the events you need; each gets the trainer first."""
+    """Base class: override the events you need; each gets the trainer first (the
+    ``FlaxTrainer``, typed as the :class:`~flaxtrainer.callbacks.view.TrainerView` it shows)."""
 
-    def on_train_begin(self, trainer: FlaxTrainer) -> None:
+    def on_train_begin(self, trainer: TrainerView) -> None:
         pass
 
-    def on_train_end(self, trainer: FlaxTrainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         pass
 
-    def on_epoch_begin(self, trainer: FlaxTrainer) -> None:
+    def on_epoch_begin(self, trainer: TrainerView) -> None:
         pass
 
-    def on_epoch_end(self, trainer: FlaxTrainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         pass
 
-    def on_step_begin(self, trainer: FlaxTrainer) -> None:
+    def on_step_begin(self, trainer: TrainerView) -> None:
         pass
 
-    def on_step_end(self, trainer: FlaxTrainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         pass
 
-    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+    def on_log(self, trainer: TrainerView, logs: dict[str, float]) -> None:
         pass
 
-    def on_evaluate(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_evaluate(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         pass
 
-    def on_save(self, trainer: FlaxTrainer, checkpoint_dir: str | None) -> None:
+    def on_save(self, trainer: TrainerView, checkpoint_dir: str | None) -> None:
         pass
 
-    def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_predict(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         pass
 
-    def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         pass
 
     def state_dict(self) -> dict[str, Any]:
@@ -122,42 +123,42 @@ class CallbackList:
     def __len__(self) -> int:
         return len(self.callbacks)
 
-    def call(self, event: str, trainer: FlaxTrainer, *payload: Any) -> None:
+    def call(self, event: str, trainer: TrainerView, *payload: Any) -> None:
         """Call ``event`` on every callback, in order."""
         for callback in self.callbacks:
             getattr(callback, event)(trainer, *payload)
 
-    def on_train_begin(self, trainer: FlaxTrainer) -> None:
+    def on_train_begin(self, trainer: TrainerView) -> None:
         self.call("on_train_begin", trainer)
 
-    def on_train_end(self, trainer: FlaxTrainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         self.call("on_train_end", trainer)
 
-    def on_epoch_begin(self, trainer: FlaxTrainer) -> None:
+    def on_epoch_begin(self, trainer: TrainerView) -> None:
         self.call("on_epoch_begin", trainer)
 
-    def on_epoch_end(self, trainer: FlaxTrainer) -> None:
+    def on_epoch_end(self, trainer: TrainerView) -> None:
         self.call("on_epoch_end", trainer)
 
-    def on_step_begin(self, trainer: FlaxTrainer) -> None:
+    def on_step_begin(self, trainer: TrainerView) -> None:
         self.call("on_step_begin", trainer)
 
-    def on_step_end(self, trainer: FlaxTrainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         self.call("on_step_end", trainer)
 
-    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+    def on_log(self, trainer: TrainerView, logs: dict[str, float]) -> None:
         self.call("on_log", trainer, logs)
 
-    def on_evaluate(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_evaluate(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         self.call("on_evaluate", trainer, metrics)
 
-    def on_save(self, trainer: FlaxTrainer, checkpoint_dir: str | None) -> None:
+    def on_save(self, trainer: TrainerView, checkpoint_dir: str | None) -> None:
         self.call("on_save", trainer, checkpoint_dir)
 
-    def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_predict(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         self.call("on_predict", trainer, metrics)
 
-    def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         """Tell every callback; a callback failing here is logged, never hides ``exc``."""
         for callback in self.callbacks:
             try:

@@ -9,7 +9,7 @@ from flaxtrainer.callbacks.base import Callback
 from flaxtrainer.checkpointing.best_metric import BestMetric
 
 if TYPE_CHECKING:
-    from flaxtrainer.training.trainer import FlaxTrainer
+    from flaxtrainer.callbacks.view import TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EarlyStopping(Callback):
         self.counter = 0
         self.stopped_at: int | None = None
 
-    def on_evaluate(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_evaluate(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if not trainer.is_training:
             return  # a stand-alone evaluate() is no signal for an early stop
         value = self.rule.value(metrics)

@@ -10,8 +10,8 @@ from flaxtrainer.outputs.results import save_error_report
 from flaxtrainer.runtime.distributed import is_main_process
 
 if TYPE_CHECKING:
+    from flaxtrainer.callbacks.view import TrainerView
     from flaxtrainer.tasks.error_report import EntityErrorReport
-    from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +32,13 @@ class ErrorReport(Callback):
     ``TensorBoard`` callback, which owns the event file.
     """
 
-    def on_evaluate(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_evaluate(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         self._report(trainer)
 
-    def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_predict(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         self._report(trainer)
 
-    def _report(self, trainer: FlaxTrainer) -> None:
+    def _report(self, trainer: TrainerView) -> None:
         for evaluation in evaluation_passes(trainer):
             report: EntityErrorReport | None = evaluation.error_report
             if report is None:
@@ -53,7 +53,7 @@ class ErrorReport(Callback):
                 save_error_report(trainer.args.output_dir, evaluation.prefix, report.to_dict())
 
 
-def evaluation_passes(trainer: FlaxTrainer) -> list[Any]:
+def evaluation_passes(trainer: TrainerView) -> list[Any]:
     """The passes of the last ``evaluate`` / ``predict``: ``trainer.last_evaluations`` (one
     per named evaluation set) where the trainer keeps them, else ``[trainer.last_evaluation]``
     (only the last set's pass when there are several); empty before any evaluation."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from flaxtrainer.training.trainer import FlaxTrainer
+    from flaxtrainer.callbacks.view import TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,12 @@ class LRMonitor(Callback):
         self.history: list[dict[str, float]] = []
         self.step_learning_rates: list[tuple[int, float]] = []
 
-    def on_step_end(self, trainer: FlaxTrainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         if self.every_step:
             step = trainer.state.global_step
             self.step_learning_rates.append((step, trainer.learning_rate_at(step - 1)))
 
-    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+    def on_log(self, trainer: TrainerView, logs: dict[str, float]) -> None:
         if "learning_rate" not in logs:
             return
         record = {"step": trainer.state.global_step, "learning_rate": logs["learning_rate"]}

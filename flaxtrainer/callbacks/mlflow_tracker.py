@@ -18,7 +18,7 @@ import jax
 from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from flaxtrainer.training.trainer import FlaxTrainer
+    from flaxtrainer.callbacks.view import TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class MLflow(Callback):
         self._params_logged = False
 
     # ------------------------------------------------------------------------------- events
-    def on_train_begin(self, trainer: FlaxTrainer) -> None:
+    def on_train_begin(self, trainer: TrainerView) -> None:
         if not self._is_main():
             return
         resumed = self.run_id is not None and trainer.state.global_step > 0
@@ -88,15 +88,15 @@ class MLflow(Callback):
             self._log_params(trainer)
         self._params_logged = True
 
-    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+    def on_log(self, trainer: TrainerView, logs: dict[str, float]) -> None:
         if self._is_main():
             self._log_metrics(trainer, logs)
 
-    def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_predict(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if self._is_main():
             self._log_metrics(trainer, metrics)
 
-    def on_train_end(self, trainer: FlaxTrainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         if not self._is_main() or self.run_id is None:
             return
         final = trainer.state.log_history[-1] if trainer.state.log_history else {}
@@ -105,7 +105,7 @@ class MLflow(Callback):
             self._log_model_folder(Path(trainer.args.output_dir))
         self.client.set_terminated(self.run_id, "FINISHED")
 
-    def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         if not self._is_main() or self.run_id is None:
             return
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
@@ -131,7 +131,7 @@ class MLflow(Callback):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         return uri
 
-    def _ensure_run(self, trainer: FlaxTrainer) -> str:
+    def _ensure_run(self, trainer: TrainerView) -> str:
         """The MLflow run to log into: this callback's, MLFLOW_RUN_ID's, or a new one."""
         if self.client is None:
             uri = self.resolved_tracking_uri(trainer.args.output_dir)
@@ -156,7 +156,7 @@ class MLflow(Callback):
         )
         return self.run_id
 
-    def _log_params(self, trainer: FlaxTrainer) -> None:
+    def _log_params(self, trainer: TrainerView) -> None:
         from mlflow.entities import Param
 
         params = {k: _param_value(v) for k, v in trainer.args.to_dict().items()}
@@ -167,7 +167,7 @@ class MLflow(Callback):
         for start in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, params=items[start : start + _BATCH])
 
-    def _log_metrics(self, trainer: FlaxTrainer, logs: dict[str, Any]) -> None:
+    def _log_metrics(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
         run_id = self._ensure_run(trainer)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from flaxtrainer.training.trainer import FlaxTrainer
+    from flaxtrainer.callbacks.view import TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class TerminateOnNaN(Callback):
         self.stopped_at: int | None = None
         self.message: str | None = None
 
-    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+    def on_log(self, trainer: TrainerView, logs: dict[str, float]) -> None:
         if "loss" not in logs or math.isfinite(logs["loss"]):
             return
         step = trainer.state.global_step

@@ -10,7 +10,7 @@ import jax
 from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from flaxtrainer.training.trainer import FlaxTrainer
+    from flaxtrainer.callbacks.view import TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +36,23 @@ class Profiler(Callback):
         self.active = False
         self.trace_dir: str | None = None
 
-    def on_step_begin(self, trainer: FlaxTrainer) -> None:
+    def on_step_begin(self, trainer: TrainerView) -> None:
         step = trainer.state.global_step + 1  # the step about to run
         if not self.active and self.first <= step <= self.last:
             self._start(trainer)
 
-    def on_step_end(self, trainer: FlaxTrainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         if self.active and trainer.state.global_step >= self.last:
             self._wait_for_device(trainer)
             self._stop()
 
-    def on_train_end(self, trainer: FlaxTrainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         self._stop()
 
-    def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         self._stop()
 
-    def _start(self, trainer: FlaxTrainer) -> None:
+    def _start(self, trainer: TrainerView) -> None:
         self.trace_dir = self.log_dir or trainer.args.logging_dir or trainer.args.output_dir
         try:
             jax.profiler.start_trace(self.trace_dir)
@@ -73,8 +73,9 @@ class Profiler(Callback):
         logger.info("Profiler trace written under %s/plugins/profile.", self.trace_dir)
 
     @staticmethod
-    def _wait_for_device(trainer: FlaxTrainer) -> None:
+    def _wait_for_device(trainer: TrainerView) -> None:
         """Block until the last dispatched step is done, so the trace holds all of it."""
+        # Not part of TrainerView: the trainer has no public way yet to wait for its steps.
         state: Any = getattr(trainer, "_train_state", None)
         if state is not None:
             jax.block_until_ready(state)

@@ -16,7 +16,7 @@ from flaxtrainer.callbacks.base import Callback
 _NOT_SHOWN = ("_runtime", "_samples_per_second", "_support")
 
 if TYPE_CHECKING:
-    from flaxtrainer.training.trainer import FlaxTrainer
+    from flaxtrainer.callbacks.view import TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class ProgressBar(Callback):
         self.max_metrics = max_metrics
         self.bar: tqdm | None = None
 
-    def on_train_begin(self, trainer: FlaxTrainer) -> None:
+    def on_train_begin(self, trainer: TrainerView) -> None:
         self.bar = tqdm(
             total=trainer.state.max_steps,
             initial=trainer.state.global_step,
@@ -46,11 +46,11 @@ class ProgressBar(Callback):
             disable=jax.process_index() != 0,
         )
 
-    def on_step_end(self, trainer: FlaxTrainer) -> None:
+    def on_step_end(self, trainer: TrainerView) -> None:
         if self.bar is not None:
             self.bar.update(1)
 
-    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+    def on_log(self, trainer: TrainerView, logs: dict[str, float]) -> None:
         if self.bar is None or "loss" not in logs:
             return
         postfix = {"loss": f"{logs['loss']:.4f}"}
@@ -58,7 +58,7 @@ class ProgressBar(Callback):
             postfix["tok/s"] = f"{logs['tokens_per_second']:.0f}"
         self.bar.set_postfix(postfix, refresh=False)
 
-    def on_evaluate(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_evaluate(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if self.bar is None:
             return
         shown = [
@@ -73,10 +73,10 @@ class ProgressBar(Callback):
             self.bar.close()
             self.bar = None
 
-    def on_train_end(self, trainer: FlaxTrainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         self._close()
 
-    def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         self._close()
 
 
@@ -89,17 +89,17 @@ class LogPrinter(Callback):
         self.stream = stream
         self.digits = digits
 
-    def _print(self, trainer: FlaxTrainer, logs: dict[str, Any]) -> None:
+    def _print(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         if jax.process_index() != 0:
             return
         shown = {k: _rounded(v, self.digits) for k, v in logs.items()}
         shown.setdefault("step", trainer.state.global_step)
         print(shown, file=self.stream or sys.stdout, flush=True)
 
-    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+    def on_log(self, trainer: TrainerView, logs: dict[str, float]) -> None:
         self._print(trainer, logs)
 
-    def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_predict(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         self._print(trainer, metrics)
 
 
@@ -112,7 +112,7 @@ class ParameterOverview(Callback):
         self.max_lines = max_lines
         self.text: str | None = None
 
-    def on_train_begin(self, trainer: FlaxTrainer) -> None:
+    def on_train_begin(self, trainer: TrainerView) -> None:
         if jax.process_index() != 0 or trainer.state.global_step > 0:
             return  # a resumed run logged it when it started
         try:

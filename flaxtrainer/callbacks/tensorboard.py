@@ -11,7 +11,7 @@ from flaxtrainer.callbacks.base import Callback
 from flaxtrainer.callbacks.writers import MetricWriter, create_writer
 
 if TYPE_CHECKING:
-    from flaxtrainer.training.trainer import FlaxTrainer
+    from flaxtrainer.callbacks.view import TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,14 @@ class TensorBoard(Callback):
         self.writer: MetricWriter | None = None
         self._hparams_written = False
 
-    def _writer(self, trainer: FlaxTrainer, purge_step: int | None = None) -> MetricWriter:
+    def _writer(self, trainer: TrainerView, purge_step: int | None = None) -> MetricWriter:
         if self.writer is None:
             self.writer = create_writer(
                 self.log_dir or trainer.args.logging_dir, purge_step=purge_step
             )
         return self.writer
 
-    def on_train_begin(self, trainer: FlaxTrainer) -> None:
+    def on_train_begin(self, trainer: TrainerView) -> None:
         resumed_at = trainer.state.global_step
         if resumed_at > 0:
             self._close()  # the resumed run's events go to a file that starts with the purge
@@ -80,7 +80,7 @@ class TensorBoard(Callback):
             writer.write_hparams(self.run_hparams(trainer), tuple(tags))
             self._hparams_written = True
 
-    def run_hparams(self, trainer: FlaxTrainer) -> dict[str, Any]:
+    def run_hparams(self, trainer: TrainerView) -> dict[str, Any]:
         """What the HPARAMS tab shows: the arguments, the task's :data:`TASK_HPARAMS`, then
         this callback's ``hparams`` (which win on a clash)."""
         hparams = dict(trainer.args.to_dict())
@@ -90,13 +90,13 @@ class TensorBoard(Callback):
         hparams.update(self.hparams)
         return hparams
 
-    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+    def on_log(self, trainer: TrainerView, logs: dict[str, float]) -> None:
         if "loss" not in logs:
             return  # evaluation metrics are written by on_evaluate
         scalars = {f"train/{k}": v for k, v in logs.items() if _is_number(v)}
         self._writer(trainer).write_scalars(trainer.state.global_step, scalars)
 
-    def on_evaluate(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_evaluate(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         writer = self._writer(trainer)
         step = trainer.state.global_step
         writer.write_scalars(step, _by_prefix(metrics))
@@ -106,16 +106,16 @@ class TensorBoard(Callback):
         self._error_report(trainer, writer, step)
         self._end_of_event(trainer)
 
-    def on_save(self, trainer: FlaxTrainer, checkpoint_dir: str | None) -> None:
+    def on_save(self, trainer: TrainerView, checkpoint_dir: str | None) -> None:
         self._close()
 
-    def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_predict(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         writer = self._writer(trainer)
         writer.write_scalars(trainer.state.global_step, _by_prefix(metrics))
         self._error_report(trainer, writer, trainer.state.global_step)
         self._end_of_event(trainer)
 
-    def _error_report(self, trainer: FlaxTrainer, writer: MetricWriter, step: int) -> None:
+    def _error_report(self, trainer: TrainerView, writer: MetricWriter, step: int) -> None:
         """Each pass's entity error report, if any (``evaluation_passes``: every named set's
         where the trainer keeps them): its table as text (``<prefix>/entity_errors``) and its
         confusion matrix as an image (``<prefix>/entity_confusion``); see
@@ -132,14 +132,14 @@ class TensorBoard(Callback):
             writer.write_text(step, f"{prefix}/entity_errors", report.markdown())
             writer.write_image(step, f"{prefix}/entity_confusion", confusion_image(report))
 
-    def _end_of_event(self, trainer: FlaxTrainer) -> None:
+    def _end_of_event(self, trainer: TrainerView) -> None:
         """Flush during training; outside it, close, so that the events are surely on disk."""
         if trainer.is_training:
             self.writer.flush()
         else:
             self._close()
 
-    def _examples(self, trainer: FlaxTrainer) -> str | None:
+    def _examples(self, trainer: TrainerView) -> str | None:
         format_examples = getattr(trainer.task, "format_examples", None)
         evaluation = trainer.last_evaluation
         if format_examples is None or evaluation is None or self.num_examples < 1:
@@ -157,10 +157,10 @@ class TensorBoard(Callback):
             self.writer.close()
             self.writer = None
 
-    def on_train_end(self, trainer: FlaxTrainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         self._close()
 
-    def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         self._close()
 
 

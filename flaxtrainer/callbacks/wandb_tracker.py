@@ -16,7 +16,7 @@ import jax
 from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from flaxtrainer.training.trainer import FlaxTrainer
+    from flaxtrainer.callbacks.view import TrainerView
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +68,19 @@ class WandB(Callback):
         self.run: Any = None
         self.run_id: str | None = None
 
-    def on_train_begin(self, trainer: FlaxTrainer) -> None:
+    def on_train_begin(self, trainer: TrainerView) -> None:
         if jax.process_index() == 0:
             self._ensure_run(trainer)
 
-    def on_log(self, trainer: FlaxTrainer, logs: dict[str, float]) -> None:
+    def on_log(self, trainer: TrainerView, logs: dict[str, float]) -> None:
         if jax.process_index() == 0:
             self._log(trainer, logs)
 
-    def on_predict(self, trainer: FlaxTrainer, metrics: dict[str, float]) -> None:
+    def on_predict(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if jax.process_index() == 0:
             self._log(trainer, metrics)
 
-    def on_train_end(self, trainer: FlaxTrainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         if jax.process_index() != 0 or self.run is None:
             return
         final = trainer.state.log_history[-1] if trainer.state.log_history else {}
@@ -88,7 +88,7 @@ class WandB(Callback):
             if key != "step" and _is_number(value):
                 self.run.summary[key] = value
 
-    def on_exception(self, trainer: FlaxTrainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         if self.run is not None:
             self.run.finish(exit_code=1)
             self.run = None
@@ -105,7 +105,7 @@ class WandB(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state.get("run_id") or self.run_id
 
-    def _ensure_run(self, trainer: FlaxTrainer) -> Any:
+    def _ensure_run(self, trainer: TrainerView) -> Any:
         if self.run is not None:
             return self.run
         config: dict[str, Any] = dict(trainer.args.to_dict())
@@ -128,7 +128,7 @@ class WandB(Callback):
         self.run.define_metric("*", step_metric="train/global_step", step_sync=True)
         return self.run
 
-    def _log(self, trainer: FlaxTrainer, logs: dict[str, Any]) -> None:
+    def _log(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         run = self._ensure_run(trainer)
         data = {_rename(k): v for k, v in logs.items() if _is_number(v)}
         step = trainer.state.global_step
