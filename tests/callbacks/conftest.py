@@ -1,9 +1,9 @@
-"""Shared fixtures for callback tests (the toy model and task live in tests/trainer/toy.py)."""
+"""Shared fixtures for callback tests (the toy model and task live in tests/training/toy.py)."""
 
 from __future__ import annotations
 
 import pytest
-from trainer.toy import toy_args
+from training.toy import toy_args
 
 
 @pytest.fixture

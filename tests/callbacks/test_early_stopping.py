@@ -3,7 +3,7 @@
 from types import SimpleNamespace
 
 import pytest
-from trainer.toy import ToyTagger, ToyTask, make_dataset
+from training.toy import ToyTagger, ToyTask, make_dataset
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import EarlyStopping

@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from trainer.toy import ToyTagger, ToyTask, make_dataset
+from training.toy import ToyTagger, ToyTask, make_dataset
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import EVENTS, Callback, CallbackList

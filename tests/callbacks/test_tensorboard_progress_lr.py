@@ -2,7 +2,7 @@
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from trainer.toy import ToyTagger, ToyTask, make_dataset
+from training.toy import ToyTagger, ToyTask, make_dataset
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import LRMonitor, ProgressBar
@@ -16,7 +16,7 @@ class FinalCount(ProgressBar):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from trainer.toy import toy_args
+    from training.toy import toy_args
 
     args = toy_args(
         str(tmp_path_factory.mktemp("tb")),

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import fast_flags, make_sentences, write_conll
 from flax import nnx
-from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
+from training.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import Callback, EarlyStopping

@@ -287,7 +287,7 @@ def test_unsupported_options_are_refused(change, message, tmp_path):
 
 def _load_toy():
     spec = importlib.util.spec_from_file_location(
-        "modernbert_toy", Path(__file__).parents[1] / "trainer" / "toy.py"
+        "modernbert_toy", Path(__file__).parents[1] / "training" / "toy.py"
     )
     toy = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(toy)

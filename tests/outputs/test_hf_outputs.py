@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
+from training.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.cli.main import main, train_parser
@@ -22,7 +22,7 @@ from flaxtrainer.outputs.results import hf_metric_aliases, hf_trainer_state, wri
 
 def _cli_fixtures():
     """tests/cli/conftest.py's builders (tiny BERT, CoNLL files), loaded as a plain module."""
-    path = Path(__file__).parent / "cli" / "conftest.py"
+    path = Path(__file__).parents[1] / "cli" / "conftest.py"
     spec = importlib.util.spec_from_file_location("_hf_outputs_cli_fixtures", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

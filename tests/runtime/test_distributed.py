@@ -1,13 +1,13 @@
 """The multi-host pieces that one process can check: starting (or not starting) the runtime,
 settings, cluster detection, data shards, and the row plan that rebuilds single-process batches
-from each process's own rows. tests/test_multihost.py runs real multi-process training."""
+from each process's own rows. tests/training/test_multihost.py runs real multi-process training."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 import pytest
-from trainer.toy import ToyTask, make_dataset
+from training.toy import ToyTask, make_dataset
 
 from flaxtrainer import TrainingArguments
 from flaxtrainer.batching.batchers import Batcher, PackingBatcher

@@ -28,7 +28,7 @@ CRF_KEYS = {"crf.transitions", "crf.start_transitions", "crf.end_transitions"}
 
 def _cli_fixtures():
     """tests/cli/conftest.py's builders (tiny BERT, sentences, CoNLL files) as a plain module."""
-    path = Path(__file__).parent / "cli" / "conftest.py"
+    path = Path(__file__).parents[1] / "cli" / "conftest.py"
     spec = importlib.util.spec_from_file_location("_crf_cli_fixtures", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

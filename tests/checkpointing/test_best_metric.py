@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import jax
 import numpy as np
 import pytest
-from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
+from training.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import Callback, EarlyStopping

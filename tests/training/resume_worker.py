@@ -5,7 +5,7 @@ devices and 2 rows per device a step takes 16 sentences, so the 56 training sent
 steps per epoch (the last one padded). Everything that varies between runs (weights, data,
 dropout, order) is seeded, so two runs of the same arguments are bitwise equal on CPU.
 
-As a script (``python tests/resume_worker.py --output_dir DIR --result FILE ...``) it trains,
+As a script (``python tests/training/resume_worker.py --output_dir DIR --result FILE ...``) it trains,
 then writes ``FILE`` (JSON: the training-window logs, the step it started at, the final step)
 and ``FILE.npz`` (the final parameters). ``--pause_at P`` stops at the end of step ``P`` (once
 earlier checkpoints are on disk), writes ``<output_dir>/paused`` and waits there for ``--release FILE``

@@ -11,7 +11,7 @@ import sys
 
 import jax.numpy as jnp
 import pytest
-from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
+from training.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer, TrainingArguments
 from flaxtrainer.callbacks import LogPrinter, LRMonitor

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
+from training.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import Callback, Profiler, tracker_callbacks

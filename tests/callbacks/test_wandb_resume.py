@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_trackers import _args, _train
 
 from flaxtrainer.callbacks import Callback, WandB
+
+from .test_trackers import _args, _train
 
 _BLOCK = 32768  # LevelDB log: records never straddle a block header
 _HEADER = 7  # file header (":W&B" magic + version), and each chunk's crc32, length, type

@@ -1,6 +1,6 @@
 """One process of the multi-host tests: a small seeded NER fine-tuning run through FlaxTrainer.
 
-Run as ``python tests/multihost_worker.py --output_dir DIR --result FILE [--coordinator_address
+Run as ``python tests/training/multihost_worker.py --output_dir DIR --result FILE [--coordinator_address
 HOST:PORT --num_processes N --process_id I] [--resume_from STEP_DIR]``, with the host device
 count in ``XLA_FLAGS``. It trains a random 2-layer, 32-wide BERT (dropout on) on generated
 IOB2 sentences through the real data path (WordPiece tokenizer, TokenClassificationTask with

@@ -1,8 +1,8 @@
 """The README's resume recipe with a relative --output_dir, in real processes: a run in
 ``./out`` killed with SIGKILL, then the same command plus ``--resume_from_checkpoint latest``
 from the same directory, ends with the uninterrupted run's parameters, bitwise (orbax needs
-absolute paths; the checkpointer resolves them). tests/test_resume_e2e.py has the absolute-path
-variants; tests/trainer/test_stops_and_outputs.py the fast in-process ones."""
+absolute paths; the checkpointer resolves them). tests/training/test_resume_e2e.py has the absolute-path
+variants; tests/training/test_stops_and_outputs.py the fast in-process ones."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import resume_worker as worker
+
+from . import resume_worker as worker
 
 WORKER = Path(worker.__file__)
 STEPS, SAVE_STEPS, STOP_AT = 10, 2, 5

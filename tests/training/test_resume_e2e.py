@@ -4,10 +4,10 @@ throughout: orbax restores the arrays in their saved dtype), and TensorBoard sho
 once. And the exported final model (the best checkpoint's, with load_best_model_at_end) loads
 in flaxtrainer and in PyTorch transformers with the same logits.
 
-Each run is ``tests/resume_worker.py`` (a 2-layer, 32-wide BERT with dropout, 10 steps, a
+Each run is ``tests/training/resume_worker.py`` (a 2-layer, 32-wide BERT with dropout, 10 steps, a
 checkpoint every 2) in its own Python process; they share a JAX compilation cache, so only the
 first one compiles. Those runs take about 20 s each on 2 cores, so the two kill/resume tests are
-marked slow; tests/trainer/test_interrupt_resume.py has the fast in-process equivalents.
+marked slow; tests/training/test_interrupt_resume.py has the fast in-process equivalents.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import resume_worker as worker
+
+from . import resume_worker as worker
 
 WORKER = Path(worker.__file__)
 STEPS, SAVE_STEPS, STOP_AT = 10, 2, 5  # 4 steps per epoch: the stop is inside epoch 2

@@ -1,6 +1,6 @@
 """Multi-host training on one machine: 2 processes x 2 CPU devices train like 1 x 4 devices.
 
-Each run is ``tests/multihost_worker.py``: a seeded NER fine-tuning of a tiny BERT with dropout
+Each run is ``tests/training/multihost_worker.py``: a seeded NER fine-tuning of a tiny BERT with dropout
 on, gradient accumulation, two bucket widths, windows for long sentences, evaluation and
 checkpoints every 3 steps, TensorBoard on; then evaluate and predict. The 2-process run uses
 JAX's distributed runtime (coordinator on 127.0.0.1, gloo CPU collectives); it must give the
@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from multihost_launch import cpu_env, launch, wait_all
+
+from .multihost_launch import cpu_env, launch, wait_all
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """Trackers of --report_to: MLflow in a local file store, W&B offline, and the clear error when
-a tracker's package is missing. (The command-line MLflow run is in test_hf_outputs.py.)"""
+a tracker's package is missing. (The command-line MLflow run is in tests/outputs/test_hf_outputs.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from trainer.toy import ToyTagger, ToyTask, make_dataset, toy_args
+from training.toy import ToyTagger, ToyTask, make_dataset, toy_args
 
 from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import (

@@ -15,7 +15,7 @@ from flaxtrainer.runtime import allocator
 from flaxtrainer.runtime.compilation import ENV as CACHE_ENV
 from flaxtrainer.runtime.compilation import default_cache_dir, resolve_cache_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli.conftest import build_tiny_bert, make_sentences, write_conll
-from multihost_launch import cpu_env, launch, wait_all
+
+from .multihost_launch import cpu_env, launch, wait_all
 
 pytestmark = pytest.mark.slow
 
