@@ -302,12 +302,6 @@ def test_no_import_cycle():
     assert not found, "import cycles:\n" + "\n".join(found)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="callbacks/ (floor 4) imports training.trainer (floor 5): lands with the callbacks "
-    "protocol (callbacks/view.py)",
-)
 def test_rooms_import_only_lower_floors():
     found = upward_imports(PACKAGE)
     assert not found, "imports of a higher room:\n" + "\n".join(found)
@@ -339,12 +333,6 @@ def test_only_the_command_line_imports_the_command_line():
     assert not found, "flaxtrainer.cli imported outside cli/:\n" + "\n".join(found)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="callbacks/ names flaxtrainer.training.trainer.FlaxTrainer for type hints: lands "
-    "with the callbacks protocol (callbacks/view.py)",
-)
 def test_callbacks_never_mention_training():
     found = callbacks_mentioning_training(PACKAGE)
     assert not found, "callbacks/ names the training room:\n" + "\n".join(found)
