@@ -62,6 +62,14 @@ class CheckpointMismatchError(ValueError):
     """The restore target does not fit the saved state (another model or optimizer)."""
 
 
+class MetricForBestModelError(UserError, ValueError):
+    """``metric_for_best_model`` names no metric of the evaluation (or, with several evaluation
+    sets, no set): a ValueError for the API, a one-line error plus hint on the command line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "give --metric_for_best_model one of the keys named above")
+
+
 def one_line(text: str) -> str:
     """Fold a multi-line message ("Header:\n  - a\n  - b") into one line ("Header: a; b")."""
     lines = [re.sub(r"^[-*] ", "", line.strip()) for line in text.strip().splitlines()]

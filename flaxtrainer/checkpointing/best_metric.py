@@ -2,7 +2,7 @@
 
 Four places rank evaluations and must agree on which step is best: the checkpoint kept as the
 best (``checkpointing.Checkpointer``), ``trainer_state.json``'s ``best_metric`` /
-``best_global_step`` (``FlaxTrainer._update_best``), the model loaded by
+``best_global_step`` (``training.checkpoints.record_best``), the model loaded by
 ``load_best_model_at_end``, and early stopping (``callbacks.EarlyStopping``). All of them use
 :class:`BestMetric`:
 

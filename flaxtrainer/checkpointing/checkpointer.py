@@ -9,9 +9,10 @@ every step once, with the step's evaluation metrics, under::
 
 Its preservation policy keeps the newest ``save_total_limit`` steps (for resuming) and, in
 addition, the best step by ``metric_for_best_model`` (as Hugging Face does), ranked by the one
-rule of :mod:`flaxtrainer.checkpointing.best_metric`. Resume and ``load_best_model_at_end`` restore the same
-way, from a :class:`CheckpointLocation` (:func:`restore_checkpoint`, in
-``checkpoint_restore.py`` with :func:`find_checkpoint` and the folder layout).
+rule of :mod:`flaxtrainer.checkpointing.best_metric`. Resume and ``load_best_model_at_end``
+restore the same way, from a :class:`CheckpointLocation` (:func:`restore_checkpoint`, in
+``checkpointing/restore.py`` with :func:`find_checkpoint`; the folder layout is
+``checkpointing/layout.py``).
 
 Runs saved by flaxtrainer before this layout also have ``<directory>/best/<step>`` (a second
 copy of the best step, with its metrics). Such a folder still counts: its step competes for the
@@ -44,19 +45,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from flaxtrainer.checkpointing.best_metric import BestMetric
-from flaxtrainer.checkpointing.restore import (
-    _COMMIT_FILE,
-    _ITEMS,
-    _META,
-    _STATE,
-    _TMP_MARKER,
+from flaxtrainer.checkpointing.layout import (
     CHECKPOINTS_DIRNAME,
+    COMMIT_FILE,
+    ITEMS,
     LATEST_DIRNAME,
+    META_ITEM,
+    STATE_ITEM,
+    TMP_MARKER,
     CheckpointLocation,
-    _is_step_dir,
-    find_checkpoint,
-    restore_checkpoint,
+    is_step_dir,
 )
+from flaxtrainer.checkpointing.restore import find_checkpoint, restore_checkpoint
 from flaxtrainer.errors import CheckpointMismatchError, CheckpointNotFoundError
 
 __all__ = [
@@ -286,7 +286,6 @@ class Checkpointer:
         self._best = self._read_best()
 
 
-# --------------------------------------------------------------------------- resume lookup
 # ----------------------------------------------------------------------------- internals
 def _open_manager(
     directory: Path, *, save_total_limit: int | None, rule: BestMetric | None, async_save: bool
@@ -310,7 +309,7 @@ def _open_manager(
             ),
             **best,
         ),
-        item_names=_ITEMS,
+        item_names=ITEMS,
     )
 
 
@@ -320,7 +319,7 @@ def _legacy_best(folder: Path) -> tuple[CheckpointLocation, dict] | None:
     if not folder.is_dir():
         return None
     steps = sorted(
-        (int(p.name) for p in folder.iterdir() if _is_step_dir(p) and (p / _COMMIT_FILE).is_file()),
+        (int(p.name) for p in folder.iterdir() if is_step_dir(p) and (p / COMMIT_FILE).is_file()),
         reverse=True,
     )
     for step in steps:
@@ -342,7 +341,7 @@ def _remove_interrupted_saves(directory: Path) -> None:
     if jax.process_index() != 0 or not directory.is_dir():
         return
     for child in sorted(directory.iterdir()):
-        if _TMP_MARKER in child.name:
+        if TMP_MARKER in child.name:
             logger.warning("Removing %s, left by a checkpoint save that did not finish.", child)
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
@@ -352,7 +351,7 @@ def _remove_interrupted_saves(directory: Path) -> None:
 
 def _save_args(state: Any, meta: dict) -> ocp.args.Composite:
     return ocp.args.Composite(
-        **{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)}
+        **{STATE_ITEM: ocp.args.StandardSave(state), META_ITEM: ocp.args.JsonSave(meta)}
     )
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import sys
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,15 @@ def forget_failed_reads(step_dir: Path) -> None:
     )
 
 
+#: The hooks :func:`silence_closed_loop_callbacks` installed (one per hook it found on top).
+_INSTALLED_HOOKS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def silence_closed_loop_callbacks() -> None:
     """Drop the "Event loop is closed" tracebacks that the pending reads of a failed restore
     print (one per array, hundreds for a model) through ``sys.unraisablehook``; with
     :func:`forget_failed_reads`, a damaged checkpoint shows as the one warning of
-    ``checkpoint_restore._restore``.
+    ``checkpointing.restore``.
 
     A failed read ends orbax's ``asyncio`` loop while tensorstore still completes the reads of
     the other arrays; each completion calls ``loop.call_soon_threadsafe`` on the closed loop and
@@ -105,7 +110,7 @@ def silence_closed_loop_callbacks() -> None:
     time) and drops only that exact error; any other reaches the previous hook.
     """
     previous = sys.unraisablehook
-    if getattr(previous, "_flaxtrainer_closed_loop_filter", False):
+    if previous in _INSTALLED_HOOKS:
         return
 
     def hook(unraisable: Any) -> None:
@@ -114,5 +119,5 @@ def silence_closed_loop_callbacks() -> None:
             return
         previous(unraisable)
 
-    hook._flaxtrainer_closed_loop_filter = True  # type: ignore[attr-defined]
+    _INSTALLED_HOOKS.add(hook)
     sys.unraisablehook = hook

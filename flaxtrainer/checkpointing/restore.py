@@ -1,22 +1,34 @@
-"""Finding and restoring checkpoints: the folder layout that ``checkpointing.Checkpointer``
-writes, ``--resume_from_checkpoint`` values resolved to a :class:`CheckpointLocation`, and the
-restore that falls back past damaged steps (one warning naming them) but never past a state
-that does not fit (:class:`CheckpointMismatchError`: a user error).
+"""Finding and restoring checkpoints: ``--resume_from_checkpoint`` values resolved to a
+:class:`CheckpointLocation` in the folder layout that ``checkpointing.Checkpointer`` writes
+(``checkpointing.layout``), and the restore that falls back past damaged steps (one warning
+naming them) but never past a state that does not fit (:class:`CheckpointMismatchError`: a
+user error).
 
-Split from ``checkpointing.py``, which re-exports every public name here.
+``checkpointing.checkpointer`` re-exports :func:`find_checkpoint` and
+:func:`restore_checkpoint`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from flaxtrainer.checkpointing.layout import (
+    CHECKPOINTS_DIRNAME,
+    COMMIT_FILE,
+    ITEMS,
+    LATEST_DIRNAME,
+    META_ITEM,
+    STATE_ITEM,
+    TMP_MARKER,
+    CheckpointLocation,
+    is_step_dir,
+)
 from flaxtrainer.checkpointing.noise import (
     forget_failed_reads,
     quiet_read_only_notices,
@@ -27,44 +39,12 @@ from flaxtrainer.errors import CheckpointMismatchError, CheckpointNotFoundError
 # One logger for everything about checkpoints, wherever the code lives.
 logger = logging.getLogger("flaxtrainer.checkpointing.checkpointer")
 
-CHECKPOINTS_DIRNAME = "checkpoints"
-"""Sub-folder of ``output_dir`` that the trainer gives to its ``Checkpointer``."""
-LATEST_DIRNAME = "latest"
-"""The folder of steps inside a ``Checkpointer``'s root (named when it held the newest only)."""
-
-_STATE, _META = "state", "meta"
-_ITEMS = (_STATE, _META)
-# orbax 0.12.8 names an unfinished save `<step>.orbax-checkpoint-tmp` (older releases appended
-# `-<timestamp>`), and writes `commit_success.txt` into a step folder just before finalizing it.
-_TMP_MARKER = ocp.path.atomicity_types.TMP_DIR_SUFFIX
-_COMMIT_FILE = ocp.path.atomicity_types.COMMIT_SUCCESS_FILE
 # Fragments of orbax's errors for a target that does not fit the checkpoint (a user error,
 # not a damaged checkpoint: falling back to an older step would not help).
 _MISMATCH_MARKERS = ("structures do not match", "not compatible with the stored shape")
 
 _RESUME_NEWEST = ("latest", "true")
 _RESUME_NONE = ("", "false", "none")
-
-
-@dataclass(frozen=True)
-class CheckpointLocation:
-    """A folder of steps and a step in it (None: the newest usable one)."""
-
-    directory: Path
-    step: int | None = None
-
-    def __post_init__(self) -> None:
-        # orbax refuses relative paths ("Checkpoint path should be absolute"): resolve here,
-        # against the working directory of the run, so `--output_dir ./out` works.
-        object.__setattr__(self, "directory", Path(self.directory).expanduser().absolute())
-
-    @property
-    def path(self) -> Path:
-        """The step folder, or the folder of steps when the step is not fixed."""
-        return self.directory if self.step is None else self.directory / str(self.step)
-
-    def __str__(self) -> str:
-        return str(self.path)
 
 
 def find_checkpoint(
@@ -102,13 +82,13 @@ def find_checkpoint(
             f"--resume_from_checkpoint {path} is a file; pass a checkpoint step folder "
             f"(<output_dir>/{CHECKPOINTS_DIRNAME}/{LATEST_DIRNAME}/<step>) or a run's output_dir."
         )
-    if _TMP_MARKER in path.name:
+    if TMP_MARKER in path.name:
         raise CheckpointNotFoundError(
             f"--resume_from_checkpoint {path} is the temporary folder of a save that never "
             f"finished and cannot be used; pass {path.parent} to resume from the newest complete "
             f"checkpoint."
         )
-    if _is_step_dir(path):
+    if is_step_dir(path):
         return CheckpointLocation(path.parent, int(path.name))
     found = _find_steps_folder(path)
     if found is None:
@@ -132,7 +112,7 @@ def restore_checkpoint(location: CheckpointLocation, target: Any) -> tuple[Any, 
             options=ocp.CheckpointManagerOptions(
                 read_only=True, create=False, save_interval_steps=0
             ),
-            item_names=_ITEMS,
+            item_names=ITEMS,
         )
     try:
         return _restore(manager, target, location.step)
@@ -141,14 +121,10 @@ def restore_checkpoint(location: CheckpointLocation, target: Any) -> tuple[Any, 
 
 
 # ----------------------------------------------------------------------------- internals
-def _is_step_dir(path: Path) -> bool:
-    return path.is_dir() and path.name.isdigit() and (path / _STATE).is_dir()
-
-
 def _find_steps_folder(path: Path) -> Path | None:
     """The first of ``path/checkpoints/latest``, ``path/latest``, ``path`` holding a step."""
     for candidate in (path / CHECKPOINTS_DIRNAME / LATEST_DIRNAME, path / LATEST_DIRNAME, path):
-        if candidate.is_dir() and any(_is_step_dir(p) for p in candidate.iterdir()):
+        if candidate.is_dir() and any(is_step_dir(p) for p in candidate.iterdir()):
             return candidate
     return None
 
@@ -224,16 +200,19 @@ def _restore(
 
 def _restore_step(manager: ocp.CheckpointManager, abstract: Any, step: int) -> tuple[Any, dict]:
     path = Path(manager.directory) / str(step)
-    if not (path / _COMMIT_FILE).is_file():
-        raise OSError(f"{path / _COMMIT_FILE} is missing: the save did not complete")
-    for item in _ITEMS:
+    if not (path / COMMIT_FILE).is_file():
+        raise OSError(f"{path / COMMIT_FILE} is missing: the save did not complete")
+    for item in ITEMS:
         if not (path / item).is_dir():
             raise OSError(f"{path / item} is missing")
     try:
         out = manager.restore(
             step,
             args=ocp.args.Composite(
-                **{_STATE: ocp.args.StandardRestore(abstract), _META: ocp.args.JsonRestore()}
+                **{
+                    STATE_ITEM: ocp.args.StandardRestore(abstract),
+                    META_ITEM: ocp.args.JsonRestore(),
+                }
             ),
         )
     except ValueError as err:
@@ -243,10 +222,10 @@ def _restore_step(manager: ocp.CheckpointManager, abstract: Any, step: int) -> t
                 f"optimizer or number of labels?): {err}"
             ) from err
         raise
-    meta = out[_META]
+    meta = out[META_ITEM]
     if not isinstance(meta, dict):
-        raise ValueError(f"{path / _META} holds {type(meta).__name__}, expected a JSON object")
-    return out[_STATE], meta
+        raise ValueError(f"{path / META_ITEM} holds {type(meta).__name__}, expected a JSON object")
+    return out[STATE_ITEM], meta
 
 
 def _short(err: BaseException, limit: int = 300) -> str:

@@ -162,11 +162,13 @@ def _light_error_hints() -> dict[type[BaseException], str]:
         CheckpointMismatchError,
         CheckpointNotFoundError,
         DataError,
+        MetricForBestModelError,
         UserError,
     )
 
     return {
         UserError: DEFAULT_HINT,
+        MetricForBestModelError: DEFAULT_HINT,  # a UserError: its own hint is printed
         DataError: DATA_HINT,
         CheckpointNotFoundError: CHECKPOINT_NOT_FOUND_HINT,
         CheckpointMismatchError: CHECKPOINT_MISMATCH_HINT,

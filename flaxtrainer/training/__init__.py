@@ -1,1 +1,2 @@
-"""The trainer and its collaborators: evaluation, jitted steps, optimizer, totals, preemption, export."""
+"""The trainer and its collaborators: run plan, loop, run state, cadence flags, evaluation,
+checkpoints, jitted steps, optimizer, totals, preemption, export."""

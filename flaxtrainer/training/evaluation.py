@@ -1,11 +1,14 @@
-"""The evaluation loop of ``FlaxTrainer.evaluate`` / ``predict``, and what a split without gold
-tags means for it.
+"""Evaluation: one pass of given parameters over a dataset (:class:`Evaluator`), and the named
+evaluation sets that ``FlaxTrainer.evaluate`` takes (:func:`evaluate_sets`).
 
 Every feature is seen exactly once (the last batch is padded with rows that count nowhere),
 outputs come back in feature order, and the loss is the global sum over the global count of
-labelled tokens. A split without gold tags (the readers mark every tag -1; a dataset whose
-labels are all -100 after ``task.prepare``) gets predictions and counts/runtime only: no loss,
-no task metrics, whichever entry point asked for them.
+labelled tokens. A dataset whose labels are all -100 after ``task.prepare`` gets predictions
+and counts/runtime only (a split without gold tags: ``flaxtrainer.training.gold``).
+
+The :class:`Evaluator` is built by the trainer with what never changes (the compiled eval
+step, the model's constant state, the mesh, the input pipeline, the task, the batch size) and
+called with what does: the parameters to evaluate and the training grid to fill.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -21,17 +24,18 @@ import numpy as np
 from flaxtrainer.batching.input_pipeline import PlacedBatch
 from flaxtrainer.batching.sharded_data import num_examples
 from flaxtrainer.checkpointing.best_metric import metric_key
-from flaxtrainer.errors import UserError
+from flaxtrainer.errors import MetricForBestModelError
 from flaxtrainer.runtime.sharding import to_host
 
 if TYPE_CHECKING:
+    from jax.sharding import Mesh
+
+    from flaxtrainer.batching.batchers import PackingGrid
+    from flaxtrainer.batching.input_pipeline import InputPipeline
     from flaxtrainer.config.training_args import TrainingArguments
     from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
-
-#: The column of gold tags in the readers' datasets (-1 for every token: no gold).
-TAGS_COLUMN = "tags"
 
 
 class PredictionOutput(NamedTuple):
@@ -55,60 +59,6 @@ class EvalLoopOutput(NamedTuple):
     metrics: dict[str, float]
     error_report: Any = None
     prefix: str = "eval"
-
-
-def has_gold_tags(dataset: Any) -> bool | None:
-    """Whether ``dataset`` carries gold tags: False when it has a ``tags`` column (or key) in
-    which no tag is >= 0 (the readers' "no gold" marking), True when some tag is, None when
-    it has no ``tags`` at all (the task decides: its labels may come from elsewhere)."""
-    column = _tags_column(dataset)
-    if column is None:
-        return None
-    return any(isinstance(tag, str) or int(tag) >= 0 for tags in column for tag in tags)
-
-
-def without_missing_gold(dataset: Any) -> Any:
-    """``dataset`` without its ``tags`` when they are all -1 (see :func:`has_gold_tags`), so
-    that no task maps the placeholder to a real label; otherwise ``dataset`` itself."""
-    if has_gold_tags(dataset) is not False:
-        return dataset
-    try:
-        import datasets
-
-        if isinstance(dataset, datasets.Dataset):
-            return dataset.remove_columns(TAGS_COLUMN)
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        pass
-    if isinstance(dataset, Mapping):
-        return {k: v for k, v in dataset.items() if k != TAGS_COLUMN}
-    return [{k: v for k, v in row.items() if k != TAGS_COLUMN} for row in dataset]
-
-
-def _tags_column(dataset: Any) -> Sequence[Sequence[int]] | None:
-    try:
-        import datasets
-
-        if isinstance(dataset, datasets.Dataset):
-            if TAGS_COLUMN not in dataset.column_names:
-                return None
-            return dataset.select_columns([TAGS_COLUMN]).with_format(None)[TAGS_COLUMN]
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(dataset, Mapping):
-        return dataset.get(TAGS_COLUMN)
-    if isinstance(dataset, Sequence) and dataset and all(isinstance(r, Mapping) for r in dataset):
-        if not all(TAGS_COLUMN in r for r in dataset):
-            return None
-        return [r[TAGS_COLUMN] for r in dataset]
-    return None
-
-
-class MetricForBestModelError(UserError, ValueError):
-    """``metric_for_best_model`` names no metric of the evaluation (or, with several evaluation
-    sets, no set): a ValueError for the API, a one-line error plus hint on the command line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, "give --metric_for_best_model one of the keys named above")
 
 
 def named_eval_sets(dataset: Any) -> dict[str, Any] | None:
@@ -140,31 +90,26 @@ def _is_dataset(value: Any) -> bool:
 
 
 def evaluate_sets(
-    trainer: FlaxTrainer, dataset: Any, prefix: str
-) -> tuple[EvalLoopOutput, dict[str, float]]:
-    """Evaluate ``dataset``, or each of its named sets (:func:`named_eval_sets`) in order with
-    the prefix ``{prefix}_{name}`` (Hugging Face: ``metric_key_prefix=f"eval_{name}"``).
+    run_pass: Callable[[Any, str], EvalLoopOutput], dataset: Any, prefix: str
+) -> tuple[tuple[EvalLoopOutput, ...], dict[str, float]]:
+    """Evaluate ``dataset`` with ``run_pass(dataset, prefix)``, or each of its named sets
+    (:func:`named_eval_sets`) in order with the prefix ``{prefix}_{name}`` (Hugging Face:
+    ``metric_key_prefix=f"eval_{name}"``).
 
-    Returns the last pass (``trainer.last_evaluation``) and every pass's metrics merged, so
-    that one log entry and one ``on_evaluate`` carry them all: early stopping, best-model
-    selection and the trackers see every set at once. During training, the key
-    ``metric_for_best_model`` names must be among them (:func:`check_best_metric`).
+    Returns every pass (the last one is ``trainer.last_evaluation``) and their metrics merged,
+    so that one log entry and one ``on_evaluate`` carry them all: early stopping, best-model
+    selection and the trackers see every set at once.
     """
     sets = named_eval_sets(dataset)
     if sets is None:
-        result = trainer._evaluation_loop(dataset, prefix)
-        metrics = dict(result.metrics)
-        passes = [result]
-    else:
-        metrics, passes = {}, []
-        for name, data in sets.items():
-            result = trainer._evaluation_loop(data, f"{prefix}_{name}")
-            metrics.update(result.metrics)
-            passes.append(result)
-    trainer.last_evaluations = tuple(passes)  # every set's pass, for the error report
-    if trainer.is_training:
-        check_best_metric(trainer.args, metrics)
-    return result, metrics
+        result = run_pass(dataset, prefix)
+        return (result,), dict(result.metrics)
+    metrics, passes = {}, []
+    for name, data in sets.items():
+        result = run_pass(data, f"{prefix}_{name}")
+        metrics.update(result.metrics)
+        passes.append(result)
+    return tuple(passes), metrics
 
 
 def check_eval_sets(args: TrainingArguments, eval_dataset: Any) -> None:
@@ -202,61 +147,111 @@ def check_best_metric(args: TrainingArguments, metrics: Mapping[str, Any]) -> No
     )
 
 
+class Evaluator:
+    """Runs the compiled evaluation step over datasets (see the module docstring).
+
+    Args:
+        eval_step: the jitted ``(params, rest, batch) -> (outputs, loss_sum, count)``
+            (``steps.jit_eval_step``).
+        rest: the model's non-parameter state, placed on ``mesh`` (constant).
+        mesh: the device mesh the batches are placed on.
+        inputs: the input pipeline: dataset -> features -> layout (``InputPipeline``).
+        task: gives ``compute_metrics`` (and, optionally, ``error_report``).
+        batch_size: global sentences per batch.
+        multiple: batches are planned in rows divisible by this (the data-parallel size).
+
+    ``batch_shapes`` collects the distinct batch shapes given to ``eval_step``: its
+    compilations.
+    """
+
+    def __init__(
+        self,
+        eval_step: Callable[..., Any],
+        *,
+        rest: Any,
+        mesh: Mesh,
+        inputs: InputPipeline,
+        task: Any,
+        batch_size: int,
+        multiple: int,
+    ) -> None:
+        self.eval_step = eval_step
+        self.rest = rest
+        self.mesh = mesh
+        self.inputs = inputs
+        self.task = task
+        self.batch_size = batch_size
+        self.multiple = multiple
+        self.batch_shapes: set[tuple[int, ...]] = set()
+
+    def run(
+        self,
+        dataset: Any,
+        prefix: str,
+        params: Any,
+        *,
+        grid: PackingGrid | None = None,
+        expect_gold: bool = True,
+    ) -> EvalLoopOutput:
+        """One pass of ``params`` (placed on the mesh) over ``dataset``; metrics prefixed
+        ``{prefix}_`` (the task's metrics and ``loss`` only when the dataset has gold labels; a
+        warning says so when it has none, unless ``expect_gold`` is False: raw-text
+        prediction). With packing, ``grid`` (the training grid) is filled instead of planning
+        one for this dataset, so evaluation runs in the training shape."""
+        start = time.perf_counter()
+        data = self.inputs.prepare(dataset)
+        plan, grid = data.eval_plan(self.batch_size, multiple=self.multiple, grid=grid)
+        slots = max([self.batch_size, *(len(b) for b in plan)])  # a filled grid: more
+        outputs: list[dict[str, np.ndarray] | None] = [None] * len(data.lengths)
+        totals = {"loss_sum": 0.0, "count": 0}
+
+        def collect(host: PlacedBatch, result: Any) -> None:
+            batch_outputs, loss_sum, count = to_host(result)
+            totals["loss_sum"] += float(loss_sum)
+            totals["count"] += int(count)
+            for index, row, first in zip(host.indices, *host.placements()):
+                if index >= 0:
+                    end = first + data.lengths[index]
+                    outputs[index] = {k: v[row, first:end] for k, v in batch_outputs.items()}
+
+        pending: deque[tuple[PlacedBatch, Any]] = deque()
+        for indices in plan:
+            host = data.batch(indices, slots, (), grid)
+            self.batch_shapes.add(tuple(host.shape))
+            device_batch = host.put(self.mesh)
+            pending.append((host, self.eval_step(params, self.rest, device_batch)))
+            if len(pending) > 2:
+                collect(*pending.popleft())
+        while pending:
+            collect(*pending.popleft())
+        features = data.all_features()  # multi-host: every process's features
+
+        metrics: dict[str, float] = {}
+        report = None
+        if totals["count"] > 0:
+            task_metrics = self.task.compute_metrics(dataset, features, outputs)
+            report = _error_report(self.task, dataset, features, outputs)
+            metrics.update({_prefixed(prefix, k): v for k, v in task_metrics.items()})
+            metrics[f"{prefix}_loss"] = totals["loss_sum"] / totals["count"]
+        elif expect_gold:
+            logger.warning(
+                "%s: the dataset has no gold labels; only counts and runtime are reported.",
+                prefix,
+            )
+        runtime = time.perf_counter() - start
+        samples = _num_samples(dataset, features)
+        metrics[f"{prefix}_samples"] = samples
+        metrics[f"{prefix}_runtime"] = runtime
+        metrics[f"{prefix}_samples_per_second"] = samples / runtime if runtime > 0 else float("nan")
+        return EvalLoopOutput(dataset, features, outputs, metrics, report, prefix)
+
+
 def evaluation_loop(
     trainer: FlaxTrainer, dataset: Any, prefix: str, expect_gold: bool = True
 ) -> EvalLoopOutput:
-    """One pass of ``trainer``'s current parameters over ``dataset``; metrics prefixed
-    ``{prefix}_`` (the task's metrics and ``loss`` only when the dataset has gold labels; a
-    warning says so when it has none, unless ``expect_gold`` is False: raw-text prediction)."""
-    start = time.perf_counter()
-    data = trainer.inputs.prepare(dataset)
-    params = trainer._eval_params()
-    plan, grid = data.eval_plan(
-        trainer.eval_batch_size, multiple=trainer.num_devices, grid=trainer._train_grid
-    )
-    slots = max([trainer.eval_batch_size, *(len(b) for b in plan)])  # a filled grid: more
-    outputs: list[dict[str, np.ndarray] | None] = [None] * len(data.lengths)
-    totals = {"loss_sum": 0.0, "count": 0}
-
-    def collect(host: PlacedBatch, result: Any) -> None:
-        batch_outputs, loss_sum, count = to_host(result)
-        totals["loss_sum"] += float(loss_sum)
-        totals["count"] += int(count)
-        for index, row, first in zip(host.indices, *host.placements()):
-            if index >= 0:
-                end = first + data.lengths[index]
-                outputs[index] = {k: v[row, first:end] for k, v in batch_outputs.items()}
-
-    pending: deque[tuple[PlacedBatch, Any]] = deque()
-    for indices in plan:
-        host = data.batch(indices, slots, (), grid)
-        trainer._record_shape(trainer._eval_shapes, host.shape)
-        device_batch = host.put(trainer.mesh)
-        pending.append((host, trainer._eval_step(params, trainer._rest, device_batch)))
-        if len(pending) > 2:
-            collect(*pending.popleft())
-    while pending:
-        collect(*pending.popleft())
-    features = data.all_features()  # multi-host: every process's features
-
-    metrics: dict[str, float] = {}
-    report = None
-    if totals["count"] > 0:
-        task_metrics = trainer.task.compute_metrics(dataset, features, outputs)
-        report = _error_report(trainer.task, dataset, features, outputs)
-        metrics.update({_prefixed(prefix, k): v for k, v in task_metrics.items()})
-        metrics[f"{prefix}_loss"] = totals["loss_sum"] / totals["count"]
-    elif expect_gold:
-        logger.warning(
-            "%s: the dataset has no gold labels; only counts and runtime are reported.", prefix
-        )
-    runtime = time.perf_counter() - start
-    samples = _num_samples(dataset, features)
-    metrics[f"{prefix}_samples"] = samples
-    metrics[f"{prefix}_runtime"] = runtime
-    metrics[f"{prefix}_samples_per_second"] = samples / runtime if runtime > 0 else float("nan")
-    trainer.last_evaluation = EvalLoopOutput(dataset, features, outputs, metrics, report, prefix)
-    return trainer.last_evaluation
+    """One pass of ``trainer``'s current parameters over ``dataset``:
+    ``trainer.evaluation_loop`` (kept for the raw-text pipeline, which calls it so)."""
+    return trainer.evaluation_loop(dataset, prefix, expect_gold=expect_gold)
 
 
 def _error_report(task: Any, dataset: Any, features: Any, outputs: Any) -> Any:
@@ -283,51 +278,3 @@ def _num_samples(dataset: Any, features: Sequence[dict[str, Any]]) -> int:
 
 def _prefixed(prefix: str, key: str) -> str:
     return key if key.startswith(f"{prefix}_") else f"{prefix}_{key}"
-
-
-class TrainerEvaluation:
-    """``FlaxTrainer.evaluate`` / ``predict``: a base class of the trainer, whose loop is
-    :func:`evaluation_loop` (override these methods in a trainer subclass as usual)."""
-
-    def evaluate(self, dataset: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Metrics of the current parameters on ``dataset`` (default ``eval_dataset``).
-
-        Returns the task's metrics plus ``loss``, ``samples`` (examples), ``runtime`` and
-        ``samples_per_second``, each prefixed ``{metric_key_prefix}_``; logs them and fires
-        ``on_evaluate``. A dict of named sets gives each set's metrics prefixed
-        ``{metric_key_prefix}_{name}_``, merged into one log and one ``on_evaluate``
-        (``flaxtrainer.training.evaluation.evaluate_sets``).
-        """
-        dataset = self.eval_dataset if dataset is None else dataset
-        if dataset is None:
-            raise ValueError(
-                "FlaxTrainer.evaluate() needs a dataset: pass one, or eval_dataset to FlaxTrainer."
-            )
-        result, metrics = evaluate_sets(self, dataset, metric_key_prefix)
-        self.last_evaluation = result
-        self.log(metrics)
-        self.callbacks.on_evaluate(self, metrics)
-        return metrics
-
-    def predict(self, dataset: Any, metric_key_prefix: str = "test") -> PredictionOutput:
-        """Word-level predictions (``task.decode``) for ``dataset``, with metrics when it has labels.
-
-        A split without gold tags (a ``tags`` column of -1 only, as the readers give it, or
-        labels all -100 after ``task.prepare``) gets no loss and no task metrics: only
-        ``{prefix}_samples``, ``_runtime`` and ``_samples_per_second``.
-        """
-        result = self._evaluation_loop(dataset, metric_key_prefix)
-        self.last_evaluations = (result,)
-        predictions = self.task.decode(result.dataset, result.features, result.outputs)
-        label_ids = [np.asarray(f["labels"]) for f in result.features]
-        self.callbacks.on_predict(self, result.metrics)
-        return PredictionOutput(predictions, label_ids, result.metrics)
-
-    def _evaluation_loop(self, dataset: Any, prefix: str) -> EvalLoopOutput:
-        """Every feature once; see ``flaxtrainer.training.evaluation``. A split whose gold tags are all
-        -1 (no gold) loses them first, so that it gets no made-up loss or metrics."""
-        cached = self._gold_free.get(id(dataset))
-        if cached is None or cached[0] is not dataset:
-            cached = (dataset, without_missing_gold(dataset))
-            self._gold_free[id(dataset)] = cached
-        return evaluation_loop(self, cached[1], prefix)

@@ -1,8 +1,8 @@
 """FlaxTrainer: data-parallel train / evaluate / predict loops around an NNX model and a Task.
 
-The trainer owns the loop, the mesh, the jitted steps, precision, the optimizer and schedule,
-checkpoint I/O and the callback events; the ``Task`` owns everything problem-specific
-(features, loss, metrics, decoding) and the model only computes logits.
+The trainer owns the mesh, the jitted steps, precision, the optimizer and schedule, checkpoint
+I/O and the callback events; the ``Task`` owns everything problem-specific (features, loss,
+metrics, decoding) and the model only computes logits.
 
 How a run flows (see ``docs/internals.md`` for the contracts):
 
@@ -11,30 +11,36 @@ How a run flows (see ``docs/internals.md`` for the contracts):
   split over it, and the pure step functions (``steps.py``) merge the model inside ``jit``.
 - Features from ``task.prepare`` are packed several to a row in one grid planned for the whole
   run (flaxtrainer encoders, one process: ``args.packing``), else padded to a few bucket
-  widths (``batching.py``); either way a batch holds the batch size of sentences; the training
-  order is a pure function of ``(seed, epoch)``; evaluation sees every feature once.
+  widths (``flaxtrainer.batching``); either way a batch holds the batch size of sentences; the
+  training order is a pure function of ``(seed, epoch)``; evaluation sees every feature once.
 - Step metrics (loss sum, label count, grad norm) accumulate on device and reach the host only
   at logging steps; the host runs at most two steps ahead of the device.
 - After ``train()`` the trained parameters are written back into ``self.model``.
+
+The trainer builds its collaborators and gives each what it works on; none reads the
+trainer's private fields: ``plan.py`` (checks, sampler, steps, grid, initial state),
+``run.TrainingRun`` (what the steps advance: train state, window sums, totals),
+``loop.TrainingLoop`` (the epochs and steps of one ``train()``, driving the trainer's public
+events, ``evaluate`` and ``log``), ``cadence.py`` (the log / evaluate / save flags),
+``checkpoints.TrainingCheckpoints`` (saves what it is given, returns what it restores),
+``evaluation.Evaluator`` (the compiled eval step over a dataset, called with the parameters
+and the training grid) and ``gold.py`` (splits without gold tags).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from flaxtrainer.batching.batchers import PackingGrid
-from flaxtrainer.batching.input_pipeline import InputPipeline, PlacedBatch, PreparedData
-from flaxtrainer.batching.sampler import LengthGroupedSampler
+from flaxtrainer.batching.input_pipeline import InputPipeline
 from flaxtrainer.callbacks import (
     Callback,
     CallbackList,
@@ -46,35 +52,42 @@ from flaxtrainer.callbacks.state import TrainerControl, TrainerState
 from flaxtrainer.config.training_args import TrainingArguments
 from flaxtrainer.runtime.compilation import enable_compilation_cache
 from flaxtrainer.runtime.distributed import check_runtime
-from flaxtrainer.runtime.sharding import (
-    data_parallel_size,
-    make_mesh,
-    prefetch_to_device,
-    replicate,
-    replicated,
-    to_host,
+from flaxtrainer.runtime.sharding import data_parallel_size, make_mesh, replicate, replicated
+from flaxtrainer.training.checkpoints import (
+    CHECKPOINT_META_VERSION,
+    TrainingCheckpoints,
+    checkpoint_target,
 )
 from flaxtrainer.training.checks import check_sequence_length
 from flaxtrainer.training.evaluation import (
     EvalLoopOutput,
+    Evaluator,
     PredictionOutput,
-    TrainerEvaluation,
-    check_eval_sets,
+    check_best_metric,
+    evaluate_sets,
 )
+from flaxtrainer.training.gold import GoldFreeDatasets
+from flaxtrainer.training.loop import TrainingLoop
 from flaxtrainer.training.optim import make_optimizer, make_schedule
+from flaxtrainer.training.plan import (
+    TrainingPlan,
+    check_datasets,
+    initial_state,
+    master_params,
+    plan_training,
+)
 from flaxtrainer.training.preemption import InterruptGuard
+from flaxtrainer.training.run import TrainingRun
 from flaxtrainer.training.steps import (
     TrainState,
     jit_eval_step,
     jit_train_step,
     make_eval_step,
     make_train_step,
-    zero_metrics,
 )
-from flaxtrainer.training.totals import Totals
-from flaxtrainer.training.trainer_checkpoints import CHECKPOINT_META_VERSION, TrainerCheckpointing
 
 if TYPE_CHECKING:
+    from flaxtrainer.batching.batchers import PackingGrid
     from flaxtrainer.checkpointing.checkpointer import Checkpointer
     from flaxtrainer.tasks import Task
 
@@ -87,7 +100,7 @@ class TrainOutput(NamedTuple):
     metrics: dict[str, float]
 
 
-class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
+class FlaxTrainer:
     """Fine-tunes ``model`` on ``task`` with data parallelism over all devices.
 
     Args:
@@ -154,35 +167,35 @@ class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
         self.is_training = False
         self.last_evaluation: EvalLoopOutput | None = None
         self.last_evaluations: tuple[EvalLoopOutput, ...] = ()  # every set of the last call
-        self.checkpointer: Checkpointer | None = None
+        #: The checkpoints of ``train()`` (``training.checkpoints``).
+        self.checkpoints = TrainingCheckpoints(args)
         self._interrupt = InterruptGuard()
+        self._gold_free = GoldFreeDatasets()
 
-        self._gold_free: dict[int, tuple[Any, Any]] = {}
-        self._train_shapes: set[tuple[int, ...]] = set()
-        self._eval_shapes: set[tuple[int, ...]] = set()
-        self._train_state: TrainState | None = None
-        self._train_step: Any = None
-        self._metrics: dict[str, jax.Array] | None = None
-        self._schedule = None
-        self._totals = Totals()
-        self._window = Totals()
-        self._step_metrics: dict[str, float] | None = None
-        self._session_start_step = 0
-        self._step_metrics_at: int | None = None
-        self._input_names = tuple(task.model_input_names)
+        #: What the current or last ``train()`` advances (``training.run``); None before.
+        self.training_run: TrainingRun | None = None
         #: Dataset -> features -> layout -> placement (``flaxtrainer.batching.input_pipeline``).
         self.inputs = InputPipeline(task, model, args, self.mesh, tokenizer)
         self.packing = self.inputs.packing
-        self._train_grid: PackingGrid | None = None
-        self._eval_step = jit_eval_step(
-            make_eval_step(
-                self.graphdef,
-                task.loss,
-                task.predict_step,
-                input_names=self._model_inputs(),
-                compute_dtype=self.compute_dtype,
-            ),
-            self.mesh,
+        #: The packing grid of the training batches (None before ``train()`` or without
+        #: packing); evaluation fills it too, so it runs in the training shape.
+        self.train_grid: PackingGrid | None = None
+        eval_step = make_eval_step(
+            self.graphdef,
+            task.loss,
+            task.predict_step,
+            input_names=tuple(task.model_input_names),
+            compute_dtype=self.compute_dtype,
+        )
+        #: One pass of given parameters over a dataset (``training.evaluation``).
+        self.evaluator = Evaluator(
+            jit_eval_step(eval_step, self.mesh),
+            rest=self._rest,
+            mesh=self.mesh,
+            inputs=self.inputs,
+            task=task,
+            batch_size=self.eval_batch_size,
+            multiple=self.num_devices,
         )
 
     # ------------------------------------------------------------------------- properties
@@ -199,13 +212,38 @@ class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
     def train_compiled_shapes(self) -> int:
         """Distinct batch shapes given to the jitted train step, i.e. its compilations (its other
         inputs keep their shapes and shardings); ``train_step._cache_size()`` agrees."""
-        return len(self._train_shapes)
+        run = self.training_run
+        return 0 if run is None else len(run.batch_shapes)
+
+    @property
+    def eval_compiled_shapes(self) -> int:
+        """Distinct batch shapes given to the jitted evaluation step: its compilations."""
+        return len(self.evaluator.batch_shapes)
+
+    @property
+    def train_state(self) -> TrainState | None:
+        """The train state (parameters, optimizer state, step) of the current or last
+        ``train()``; None before. Its arrays are donated to the next step: read, never keep."""
+        return None if self.training_run is None else self.training_run.train_state
+
+    @property
+    def checkpointer(self) -> Checkpointer | None:
+        """The open ``Checkpointer`` during ``train()`` (None before its first use and after)."""
+        return self.checkpoints.checkpointer
+
+    # Read by code outside the package (benchmarks/, tests/cli); new code reads
+    # ``train_state`` and ``evaluator.batch_shapes``.
+    _train_state = train_state
+
+    @property
+    def _eval_shapes(self) -> set[tuple[int, ...]]:
+        return self.evaluator.batch_shapes
 
     def learning_rate_at(self, updates_done: int) -> float:
         """Learning rate of the update applied after ``updates_done`` updates (host-side)."""
-        if self._schedule is None:
+        if self.training_run is None:
             return float(self.args.learning_rate)
-        return float(self._schedule(max(updates_done, 0)))
+        return self.training_run.learning_rate_at(updates_done)
 
     # -------------------------------------------------------------------------------- train
     def train(self) -> TrainOutput:
@@ -220,30 +258,33 @@ class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
         """
         from flaxtrainer.outputs.output_dir import prepare_output_dir
 
-        sampler, batcher = self._init_training()
+        plan = self._init_training()
         prepare_output_dir(self.args)
         self._maybe_resume()
-        start_step, session, start = self.state.global_step, Totals(), time.perf_counter()
-        self._session_start_step = start_step
+        run, start = self.training_run, time.perf_counter()
+        loop = TrainingLoop(
+            self, run, plan, checkpoints=self.checkpoints, interrupt=self._interrupt
+        )
+        start_step, session = loop.start_step, loop.session
         self.is_training = True
         try:
             self.callbacks.on_train_begin(self)
             with self._interrupt:
-                self._train_loop(sampler, batcher, session)
-                self._finish_training()  # a stop from on_epoch_end: its step is done already
+                loop.run()
+                loop.finish()  # a stop from on_epoch_end: its step is done already
             if self.args.load_best_model_at_end:
                 self._load_best_model()
         except BaseException as exc:
             self.is_training = False
             self.callbacks.on_exception(self, exc)
-            self._close_checkpointer()
+            self.checkpoints.close()
             raise
         self.is_training = False
-        self._close_checkpointer()
-        nnx.update(self.model, self._train_state.params)
+        self.checkpoints.close()
+        nnx.update(self.model, run.train_state.params)
 
         runtime = time.perf_counter() - start
-        training_loss = self._totals.loss_sum / max(self._totals.count, 1)
+        training_loss = run.training_loss
         metrics = {
             "train_runtime": runtime,
             "train_samples_per_second": session.samples / runtime,
@@ -269,55 +310,33 @@ class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
         from flaxtrainer.training.export import export_run
 
         model = self.model
-        if self.is_training and self._train_state is not None:
-            model = nnx.merge(self.graphdef, self._train_state.params, self._rest)
+        if self.is_training and self.training_run is not None:
+            model = nnx.merge(self.graphdef, self.training_run.train_state.params, self._rest)
         export_run(
             model, output_dir or self.args.output_dir, tokenizer=self.tokenizer, state=self.state
         )
 
-    def _init_training(self) -> tuple[LengthGroupedSampler, PreparedData]:
-        """Check inputs; build sampler, schedule, optimizer, jitted step, train state, TrainerState."""
+    def _init_training(self) -> TrainingPlan:
+        """Check inputs; plan the run; build schedule, optimizer, jitted step, the
+        ``TrainingRun`` and the ``TrainerState``."""
         args = self.args
-        if self.train_dataset is None:
-            raise ValueError(
-                "FlaxTrainer.train() needs a train_dataset; pass it to FlaxTrainer(...)."
-            )
-        if args.eval_strategy != "no" and self.eval_dataset is None:
-            raise ValueError(
-                f"eval_strategy={args.eval_strategy!r} evaluates during training but no "
-                "eval_dataset was given: pass eval_dataset, or set eval_strategy='no'."
-            )
-        check_eval_sets(args, self.eval_dataset)  # several sets: which one picks the best?
-        batcher = self.inputs.prepare(self.train_dataset)
-        accum = args.gradient_accumulation_steps
-        sampler = LengthGroupedSampler(
-            batcher.lengths,
-            self.train_batch_size * accum,
-            args.seed,
-            group_by_length=args.group_by_length,  # the same rule for either layout
-            balance_tokens=not args.group_by_length,
-            micro_batches=accum,
-        )
-        steps_per_epoch = len(sampler)
-        if args.max_steps > 0:
-            max_steps = args.max_steps
-        else:
-            max_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-        epochs = range(math.ceil(max_steps / steps_per_epoch))
-        self._train_grid = batcher.plan(  # packing: one grid for the whole run, one shape
-            (b for e in epochs for b in sampler.epoch(e)),  # read only by a layout that plans
+        check_datasets(args, self.train_dataset, self.eval_dataset)
+        plan = plan_training(
+            args,
+            self.inputs.prepare(self.train_dataset),
             micro_size=self.train_batch_size,
             multiple=self.num_devices,
         )
-        logger.info("Training batches: %s.", batcher.layout.describe(self._train_grid))
-        self._schedule = make_schedule(args, max_steps)
-        tx = make_optimizer(args, self._schedule)
-        self._train_step = jit_train_step(
+        self.train_grid = plan.grid
+        logger.info("Training batches: %s.", plan.batcher.layout.describe(plan.grid))
+        schedule = make_schedule(args, plan.max_steps)
+        tx = make_optimizer(args, schedule)
+        train_step = jit_train_step(
             make_train_step(
                 self.graphdef,
                 self.task.loss,
                 tx,
-                input_names=self._model_inputs(),
+                input_names=tuple(self.task.model_input_names),
                 seed=args.seed,
                 compute_dtype=self.compute_dtype,
                 dropout_rng=args.dropout_rng,
@@ -325,170 +344,104 @@ class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
             self.mesh,
         )
         # A fresh copy: the train state is donated, and must never alias the model's arrays.
-        params = jax.device_put(self._master_params(), replicated(self.mesh), may_alias=False)
-        self._train_state = replicate(TrainState.create(params, tx), self.mesh)
-        self._metrics = replicate(zero_metrics(), self.mesh)
-        self._train_shapes = set()
-        self._totals = Totals()
-        self.state = TrainerState(
-            max_steps=max_steps,
-            num_train_epochs=math.ceil(max_steps / steps_per_epoch),
-            steps_per_epoch=steps_per_epoch,
-            logging_steps=args.logging_steps,
-            eval_steps=args.eval_steps,
-            save_steps=args.save_steps,
-            train_batch_size=self.train_batch_size * accum,
-            is_world_process_zero=jax.process_index() == 0,
+        params = master_params(self.model, self.mesh)
+        params = jax.device_put(params, replicated(self.mesh), may_alias=False)
+        self.training_run = TrainingRun(
+            train_step,
+            replicate(TrainState.create(params, tx), self.mesh),
+            rest=self._rest,
+            mesh=self.mesh,
+            schedule=schedule,
         )
+        self.state = initial_state(args, plan, self.train_batch_size)
         self.control.reset()
-        return sampler, batcher
+        return plan
 
-    def _train_loop(
-        self, sampler: LengthGroupedSampler, batcher: PreparedData, session: Totals
-    ) -> None:
-        """Epochs of steps until ``max_steps`` or a stop; log / evaluate / save on the cadence."""
-        state, control, train_step = self.state, self.control, self._train_step
-        accum = self.args.gradient_accumulation_steps
-        rows = self.train_batch_size * accum
-        self._window = Totals()
-        in_flight: deque[jax.Array] = deque()
-        while (
-            state.global_step < state.max_steps
-            and state.epoch_index < state.num_train_epochs
-            and not control.should_training_stop
-        ):
-            epoch = state.epoch_index
-            control._new_epoch()
-            self.callbacks.on_epoch_begin(self)
-            host_batches = (
-                batcher.batch(indices, rows, (accum,), self._train_grid)
-                for _, indices in sampler.iter_epoch(epoch, state.step_in_epoch)
+    # ---------------------------------------------------------------------- evaluation
+    def evaluate(self, dataset: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Metrics of the current parameters on ``dataset`` (default ``eval_dataset``).
+
+        Returns the task's metrics plus ``loss``, ``samples`` (examples), ``runtime`` and
+        ``samples_per_second``, each prefixed ``{metric_key_prefix}_``; logs them and fires
+        ``on_evaluate``. A dict of named sets gives each set's metrics prefixed
+        ``{metric_key_prefix}_{name}_``, merged into one log and one ``on_evaluate``
+        (``flaxtrainer.training.evaluation.evaluate_sets``). During training, the metric
+        ``metric_for_best_model`` names must be among them.
+        """
+        dataset = self.eval_dataset if dataset is None else dataset
+        if dataset is None:
+            raise ValueError(
+                "FlaxTrainer.evaluate() needs a dataset: pass one, or eval_dataset to FlaxTrainer."
             )
-            for host, device in prefetch_to_device(host_batches, self._put_train_batch, size=2):
-                self.callbacks.on_step_begin(self)
-                self._train_state, self._metrics, done = train_step(
-                    self._train_state, self._rest, self._metrics, device
-                )
-                self._record_shape(self._train_shapes, host.shape)
-                # Run at most 2 steps ahead of the device: keeps host memory bounded and the
-                # progress bar honest; unbounded dispatch of collective programs also
-                # deadlocked XLA:CPU with 8 host devices (observed, rendezvous timeout).
-                in_flight.append(done)
-                if len(in_flight) > 2:
-                    in_flight.popleft().block_until_ready()
-                state.global_step += 1
-                state.step_in_epoch += 1
-                state.epoch = epoch + state.step_in_epoch / state.steps_per_epoch
-                state.num_input_tokens_seen += host.real_tokens
-                self._window.add_batch(host)
-                session.add_batch(host)
-                self._set_cadence_flags(end_of_epoch=state.step_in_epoch == state.steps_per_epoch)
-                self.callbacks.on_step_end(self)
-                if control.should_epoch_stop and state.step_in_epoch < state.steps_per_epoch:
-                    self._end_epoch_early()
-                self._act_on_flags()
-                if self._interrupt.should_stop(state.global_step):
-                    raise self._stop_for_interrupt()
-                if (
-                    control.should_training_stop
-                    or state.global_step >= state.max_steps
-                    or (control.should_epoch_stop and epoch + 1 >= state.num_train_epochs)
-                ):
-                    self._finish_training()  # the last step of the run
-                    break
-                if control.should_epoch_stop:
-                    break
-            if state.step_in_epoch >= state.steps_per_epoch:
-                state.epoch_index += 1
-                state.step_in_epoch = 0
-            self.callbacks.on_epoch_end(self)
+        passes, metrics = evaluate_sets(self._evaluation_pass, dataset, metric_key_prefix)
+        self.last_evaluations = passes  # every set's pass, for the error report
+        if self.is_training:
+            check_best_metric(self.args, metrics)
+        self.last_evaluation = passes[-1]
+        self.log(metrics)
+        self.callbacks.on_evaluate(self, metrics)
+        return metrics
 
-    def _end_epoch_early(self) -> None:
-        """A callback set ``should_epoch_stop``: this step ends the epoch as its last step
-        would (``epoch`` whole, epoch-strategy evaluation and save), and the next epoch starts
-        at its beginning, in this run or in one resumed from this step's checkpoint. The run
-        still ends after ``num_train_epochs`` epochs (or ``max_steps`` updates)."""
-        state, args, control = self.state, self.args, self.control
-        state.step_in_epoch = state.steps_per_epoch
-        state.epoch = float(state.epoch_index + 1)
-        if args.eval_strategy == "epoch":
-            control.should_evaluate = True
-        if args.save_strategy == "epoch":
-            control.should_save = True
+    def predict(self, dataset: Any, metric_key_prefix: str = "test") -> PredictionOutput:
+        """Word-level predictions (``task.decode``) for ``dataset``, with metrics when it has labels.
 
-    def _finish_training(self) -> None:
-        """At the run's last step: log the steps since the last logging step (so ``train_loss``
-        is the exact mean over every step run), and, when training ends before ``max_steps`` (a
-        callback's stop, or ``should_epoch_stop`` using up the epochs), save a final checkpoint
-        unless this step was just saved, saving is off, or a callback cleared
-        ``control.should_save_at_end`` (``TerminateOnNaN``: the state is bad). Does nothing
-        when called again at the same step."""
-        state, control = self.state, self.control
-        if int(to_host(self._metrics)["steps"]) > 0:
-            self._log_window()
-        if (
-            state.global_step > self._session_start_step
-            and state.global_step < state.max_steps
-            and self.args.save_strategy != "no"
-            and control.should_save_at_end
-            and self._get_checkpointer().last_saved_step != state.global_step
-        ):
-            metrics = self._step_metrics if self._step_metrics_at == state.global_step else None
-            self._save_checkpoint(metrics)
+        A split without gold tags (a ``tags`` column of -1 only, as the readers give it, or
+        labels all -100 after ``task.prepare``) gets no loss and no task metrics: only
+        ``{prefix}_samples``, ``_runtime`` and ``_samples_per_second``.
+        """
+        result = self._evaluation_pass(dataset, metric_key_prefix)
+        self.last_evaluations = (result,)
+        predictions = self.task.decode(result.dataset, result.features, result.outputs)
+        label_ids = [np.asarray(f["labels"]) for f in result.features]
+        self.callbacks.on_predict(self, result.metrics)
+        return PredictionOutput(predictions, label_ids, result.metrics)
 
-    def _act_on_flags(self) -> None:
-        """Log, then evaluate, then save, as the flags say; then clear the per-step flags."""
-        control = self.control
-        if control.should_log:
-            self._log_window()
-        paused = time.perf_counter()
-        metrics = None
-        if control.should_evaluate:
-            metrics = self.evaluate()
-            self._update_best(metrics)
-            self._step_metrics, self._step_metrics_at = metrics, self.state.global_step
-        if control.should_save:
-            self._save_checkpoint(metrics)
-        self._window.start += time.perf_counter() - paused  # throughput excludes eval and save
-        control._new_step()
-
-    def _set_cadence_flags(self, end_of_epoch: bool) -> None:
-        """Flags from the arguments' cadence, set before ``on_step_end`` so callbacks may veto."""
-        args, step, control = self.args, self.state.global_step, self.control
-        last = step >= self.state.max_steps
-        if step % args.logging_steps == 0 or last:
-            control.should_log = True
-        if args.eval_strategy == "steps" and step % args.eval_steps == 0:
-            control.should_evaluate = True
-        if args.eval_strategy == "epoch" and (end_of_epoch or last):
-            control.should_evaluate = True
-        if args.save_strategy == "steps" and (
-            (args.save_steps and step % args.save_steps == 0) or last
-        ):
-            control.should_save = True
-        if args.save_strategy == "epoch" and (end_of_epoch or last):
-            control.should_save = True
-
-    def _log_window(self) -> None:
-        """Fetch the on-device window sums (the only per-window sync), log them, start a new
-        window."""
-        metrics = to_host(self._metrics)
-        window, seconds = self._window, time.perf_counter() - self._window.start
-        self._metrics = replicate(zero_metrics(), self.mesh)
-        self._window = Totals()
-        loss_sum, count = float(metrics["loss_sum"]), int(metrics["count"])
-        self._totals.loss_sum += loss_sum
-        self._totals.count += count
-        self.log(
-            {
-                "loss": loss_sum / max(count, 1),
-                "learning_rate": self.learning_rate_at(self.state.global_step - 1),
-                "grad_norm": float(metrics["grad_norm_sum"]) / max(int(metrics["steps"]), 1),
-                "tokens_per_second": window.real_tokens / max(seconds, 1e-9),
-                "padding_efficiency": window.padding_efficiency,
-                "compiled_shapes": self.train_compiled_shapes,
-            }
+    def evaluation_loop(
+        self, dataset: Any, metric_key_prefix: str = "eval", expect_gold: bool = True
+    ) -> EvalLoopOutput:
+        """One pass of the current parameters over ``dataset`` (``Evaluator.run``), in the
+        training grid once there is one; kept as ``last_evaluation``. No logging, no events."""
+        result = self.evaluator.run(
+            dataset,
+            metric_key_prefix,
+            self._eval_params(),
+            grid=self.train_grid,
+            expect_gold=expect_gold,
         )
+        self._count_compilations()
+        self.last_evaluation = result
+        return result
+
+    def _evaluation_pass(self, dataset: Any, prefix: str) -> EvalLoopOutput:
+        """:meth:`evaluation_loop` of ``dataset`` less its gold tags when they are all -1 (a
+        split without gold, ``flaxtrainer.training.gold``): no made-up loss or metrics."""
+        return self.evaluation_loop(self._gold_free.of(dataset), prefix)
+
+    def _eval_params(self) -> Any:
+        if self.is_training and self.training_run is not None:
+            return self.training_run.train_state.params
+        return master_params(self.model, self.mesh)
+
+    # ------------------------------------------------------------------- checkpoints
+    def _checkpoint_target(self) -> dict[str, Any]:
+        """The arrays a checkpoint holds, as the current run has them."""
+        run = self.training_run
+        return checkpoint_target(None, None) if run is None else run.checkpoint_target()
+
+    def _maybe_resume(self) -> None:
+        """Restore train state, TrainerState and callbacks from ``args.resume_from_checkpoint``."""
+        resumed = self.checkpoints.resume(self._checkpoint_target(), self.state)
+        if resumed is None:
+            return
+        self.training_run.restore(resumed.train_state, resumed.metrics, resumed.totals)
+        self.state = resumed.state
+        self.callbacks.load_state_dict(resumed.callbacks)
+
+    def _load_best_model(self) -> None:
+        """Replace the train state by the best checkpoint's (``load_best_model_at_end``)."""
+        best = self.checkpoints.load_best(self._checkpoint_target())
+        if best is not None:
+            self.training_run.train_state = best
 
     # ------------------------------------------------------------------------------ logging
     def log(self, logs: dict[str, float]) -> None:
@@ -509,34 +462,8 @@ class FlaxTrainer(TrainerEvaluation, TrainerCheckpointing):
             defaults.append(ProgressBar())
         return defaults + callbacks
 
-    def _model_inputs(self) -> tuple[str, ...]:
-        """Model inputs passed to the model: the task's names (filtered per dataset by Batcher)."""
-        return self._input_names
-
-    def _put_train_batch(self, host: PlacedBatch) -> dict[str, jax.Array]:
-        return host.put(self.mesh, batch_axis=1)
-
-    def _record_shape(self, shapes: set[tuple[int, ...]], shape: tuple[int, ...]) -> None:
-        shapes.add(tuple(shape))
-        self.state.num_compilations = len(self._train_shapes) + len(self._eval_shapes)
-
-    def _master_params(self) -> Any:
-        """The model's parameters as fp32 master weights, replicated on the mesh."""
-        params = nnx.state(self.model, nnx.Param)
-        params = jax.tree.map(
-            lambda x: (
-                x.astype(jnp.float32)
-                if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != jnp.float32
-                else x
-            ),
-            params,
-        )
-        return replicate(params, self.mesh)
-
-    def _eval_params(self) -> Any:
-        if self.is_training and self._train_state is not None:
-            return self._train_state.params
-        return self._master_params()
+    def _count_compilations(self) -> None:
+        self.state.num_compilations = self.train_compiled_shapes + self.eval_compiled_shapes
 
 
 __all__ = ["CHECKPOINT_META_VERSION", "FlaxTrainer", "PredictionOutput", "TrainOutput"]

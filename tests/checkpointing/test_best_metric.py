@@ -114,7 +114,7 @@ class _Snapshot(Callback):
 
     def on_save(self, trainer, checkpoint_dir):
         self.params[trainer.state.global_step] = [
-            np.asarray(x) for x in jax.tree.leaves(trainer._train_state.params)
+            np.asarray(x) for x in jax.tree.leaves(trainer.train_state.params)
         ]
 
 
@@ -153,7 +153,7 @@ def test_early_stopping_checkpoint_trainer_state_and_loaded_model_agree(tmp_path
     # the kept checkpoints: the newest (save_total_limit=1) and the best
     assert sorted(int(p.name) for p in latest.iterdir()) == [3, 6]
     # load_best_model_at_end loaded step 3's parameters
-    final = [np.asarray(x) for x in jax.tree.leaves(trainer._train_state.params)]
+    final = [np.asarray(x) for x in jax.tree.leaves(trainer.train_state.params)]
     for got, want in zip(final, snapshot.params[3]):
         np.testing.assert_array_equal(got, want)
     assert not all(np.array_equal(a, b) for a, b in zip(snapshot.params[3], snapshot.params[6]))

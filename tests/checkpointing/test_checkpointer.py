@@ -1,9 +1,8 @@
-"""Checkpointer: sharded round trip, latest + best policy, damaged checkpoints, resume lookup,
-the legacy two-folder layout."""
+"""Checkpointer: sharded round trip, latest + best policy, the legacy two-folder layout, saving
+from two processes. Damaged checkpoints and resume lookup: test_restore.py."""
 
 import json
 import logging
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,92 +14,30 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from jax.sharding import AxisType, NamedSharding
-from jax.sharding import PartitionSpec as P
+from checkpoint_helpers import (
+    LOGGER,
+    assert_same_state,
+    data_mesh,
+    make_state,
+    meta_for,
+    raw,
+    restore,
+    save_steps,
+    steps_on_disk,
+)
 
 from flaxtrainer.checkpointing.checkpointer import (
     Checkpointer,
     CheckpointLocation,
     CheckpointMismatchError,
-    CheckpointNotFoundError,
     find_checkpoint,
     restore_checkpoint,
 )
 
-LOGGER = "flaxtrainer.checkpointing.checkpointer"
-
 
 @pytest.fixture(scope="module")
 def mesh():
-    assert jax.device_count() == 8, "tests/conftest.py should give 8 host CPU devices"
-    return jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
-
-
-def make_state(mesh, seed: int) -> dict:
-    """A train-state-like pytree: replicated params/optimizer/step/key, one batch-sharded array."""
-    rng = np.random.default_rng(seed)
-    replicated = NamedSharding(mesh, P())
-    by_data = NamedSharding(mesh, P("data"))
-    tree = {
-        "params": {
-            "kernel": rng.standard_normal((4, 6), dtype=np.float32),
-            "bias": jnp.asarray(rng.standard_normal(6), dtype=jnp.bfloat16),
-        },
-        "opt_state": {
-            "count": np.int32(seed),
-            "mu": rng.standard_normal((4, 6)).astype(np.float32),
-        },
-        "step": np.int32(100 * seed),
-        "rng": jax.random.key(seed),
-    }
-    state = jax.device_put(tree, replicated)
-    state["per_device"] = jax.device_put(
-        np.arange(16, dtype=np.int32).reshape(8, 2) + seed, by_data
-    )
-    return state
-
-
-def meta_for(step: int) -> dict:
-    return {
-        "trainer_state": {"global_step": step, "best_metric": None, "log_history": [{"loss": 0.5}]},
-        "epoch": step // 10,
-        "sampler": {"epoch": 1, "position": 7 * step},
-        "callbacks": {"EarlyStopping": {"patience_counter": np.int64(2)}},
-    }
-
-
-def raw(x) -> np.ndarray:
-    """Host copy of an array; PRNG keys as their key data."""
-    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-        x = jax.random.key_data(x)
-    return np.asarray(x)
-
-
-def assert_same_state(restored, expected) -> None:
-    assert jax.tree.structure(restored) == jax.tree.structure(expected)
-    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected)):
-        assert got.dtype == want.dtype
-        assert got.sharding == want.sharding
-        assert raw(got).tobytes() == raw(want).tobytes()  # bitwise
-
-
-def steps_on_disk(folder: Path) -> list[int]:
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
-
-
-def restore(ckpt: Checkpointer, target, step: int | None = None):
-    """Restore from a Checkpointer's folder of steps as the trainer's resume does."""
-    ckpt.wait_until_finished()  # a step still being written is not readable yet
-    return restore_checkpoint(CheckpointLocation(ckpt.latest_dir, step), target)
-
-
-def save_steps(directory, mesh, steps, **kwargs) -> dict[int, dict]:
-    states = {}
-    with Checkpointer(directory, **kwargs) as ckpt:
-        for step in steps:
-            states[step] = make_state(mesh, step)
-            assert ckpt.save(step, states[step], meta_for(step))
-    return states
+    return data_mesh()
 
 
 # ------------------------------------------------------------------------------ round trip
@@ -351,187 +288,6 @@ def test_legacy_best_folder_of_an_abandoned_timeline_is_dropped(tmp_path, mesh, 
         ckpt.save(2, make_state(mesh, 22), meta_for(2), metrics={"eval_f1": 0.1})  # resumed at 1
         assert ckpt.best_location() == CheckpointLocation(tmp_path / "latest", 2)
         assert not (tmp_path / "best").exists()
-
-
-# ------------------------------------------------------------------ damage and leftovers
-def _truncate_array_data(step_dir: Path) -> None:
-    chunks = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
-    assert chunks, "expected orbax/ocdbt data files under state/**/d/"
-    for chunk in chunks:
-        chunk.write_bytes(chunk.read_bytes()[:3])
-
-
-def _delete_array_manifests(step_dir: Path) -> None:
-    manifests = list((step_dir / "state").rglob("manifest.ocdbt"))
-    assert manifests, "expected ocdbt manifests under state/"
-    for manifest in manifests:
-        manifest.unlink()
-
-
-def _garble_meta(step_dir: Path) -> None:
-    (step_dir / "meta" / "metadata").write_text('{"trainer_state": {"glo')
-
-
-def _drop_commit_marker(step_dir: Path) -> None:
-    (step_dir / "commit_success.txt").unlink()
-
-
-# A failed tensorstore read reports to orbax's event loop after it closed; harmless noise.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize(
-    "damage", [_truncate_array_data, _delete_array_manifests, _garble_meta, _drop_commit_marker]
-)
-def test_damaged_newest_falls_back_to_the_previous(tmp_path, mesh, caplog, damage):
-    states = save_steps(tmp_path, mesh, [1, 2])
-    damage(tmp_path / "latest" / "2")
-    with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING, logger=LOGGER):
-        restored, meta, step = restore(ckpt, make_state(mesh, 0))
-        assert step == 1 and meta["sampler"]["position"] == 7
-        assert_same_state(restored, states[1])
-        with pytest.raises(CheckpointNotFoundError, match="cannot be restored"):
-            restore(ckpt, make_state(mesh, 0), step=2)  # an explicit step never falls back
-    assert "Checkpoint step 2" in caplog.text and "unusable" in caplog.text
-
-
-_DAMAGED_RESTORE = textwrap.dedent(
-    """
-    import logging, os, sys
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    import jax, jax.numpy as jnp
-    from pathlib import Path
-    from flaxtrainer.checkpointing.checkpointer import (
-        Checkpointer, CheckpointLocation, find_checkpoint, restore_checkpoint
-    )
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s:%(name)s:%(message)s")
-    root = Path(sys.argv[1])
-    # as many arrays as a small model: each pending read of a failed restore used to print
-    # an "Event loop is closed" traceback
-    state = {f"layer{i}": jnp.arange(512.0) + i for i in range(200)}
-    with Checkpointer(root) as ckpt:
-        ckpt.save(1, state, {"step": 1})
-        ckpt.save(2, state, {"step": 2})
-    for chunk in (root / "latest" / "2" / "state").rglob("*"):
-        if chunk.is_file() and chunk.parent.name == "d":
-            chunk.write_bytes(chunk.read_bytes()[:3])
-    for _ in range(3):
-        with Checkpointer(root) as ckpt:
-            _, meta, step = restore_checkpoint(CheckpointLocation(ckpt.latest_dir), state)
-            assert step == 1 and meta == {"step": 1}
-    # as a resume does it (read-only): orbax's read-only notices are no news either
-    _, meta, step = restore_checkpoint(find_checkpoint(root, str(root)), state)
-    assert step == 1 and meta == {"step": 1}
-    print("RESTORED", file=sys.stderr, flush=True)
-    """
-)
-
-
-def test_damaged_checkpoint_fallback_prints_one_warning_and_no_traceback(tmp_path):
-    """What a user sees on stderr: one warning per restore naming the damaged step, nothing else
-    (the failed reads' "Event loop is closed" tracebacks and orbax's notices are dropped)."""
-    script = tmp_path / "restore.py"
-    script.write_text(_DAMAGED_RESTORE)
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "ckpt")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    err = done.stderr
-    assert "RESTORED" in err
-    assert "Traceback" not in err and "Event loop is closed" not in err, err[-3000:]
-    lines = [line for line in err.splitlines() if line.strip()]
-    warnings = [
-        line for line in lines if line.startswith("WARNING:flaxtrainer.checkpointing.checkpointer:")
-    ]
-    assert [line for line in lines if line not in warnings] == ["RESTORED"], err[-3000:]
-    assert len(warnings) == 4, warnings  # one per restore
-    assert all("Checkpoint step 2 in " in w and "unusable" in w for w in warnings)
-    assert all("resuming from checkpoint step 1 instead" in w for w in warnings)
-
-
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_no_usable_checkpoint_lists_every_failure(tmp_path, mesh):
-    save_steps(tmp_path, mesh, [1, 2])
-    _garble_meta(tmp_path / "latest" / "1")
-    _drop_commit_marker(tmp_path / "latest" / "2")
-    with Checkpointer(tmp_path) as ckpt:
-        with pytest.raises(CheckpointNotFoundError, match="No usable checkpoint") as info:
-            restore(ckpt, make_state(mesh, 0))
-    assert "step 1: JSONDecodeError" in str(info.value)
-    assert "step 2: OSError" in str(info.value)
-
-
-def test_restore_without_checkpoints_is_a_clear_error(tmp_path, mesh):
-    with Checkpointer(tmp_path) as ckpt:
-        assert ckpt.latest_step() is None and ckpt.all_steps() == []
-        with pytest.raises(CheckpointNotFoundError, match="No checkpoint to restore"):
-            restore(ckpt, make_state(mesh, 0))
-        with pytest.raises(CheckpointNotFoundError, match="available steps: none"):
-            restore(ckpt, make_state(mesh, 0), step=3)
-
-
-@pytest.mark.parametrize(
-    "tmp_name", ["3.orbax-checkpoint-tmp", "3.orbax-checkpoint-tmp-1718000000"]
-)
-def test_leftover_of_an_interrupted_save_is_removed(tmp_path, mesh, caplog, tmp_name):
-    states = save_steps(tmp_path, mesh, [1, 2])
-    # what a save killed half-way leaves (orbax 0.12.8 names it `<step>.orbax-checkpoint-tmp`)
-    leftover = tmp_path / "latest" / tmp_name
-    shutil.copytree(tmp_path / "latest" / "2", leftover)
-    (leftover / "commit_success.txt").unlink()
-    with caplog.at_level(logging.WARNING, logger=LOGGER), Checkpointer(tmp_path) as ckpt:
-        assert not leftover.exists()
-        assert ckpt.all_steps() == [1, 2]
-        restored, _, step = restore(ckpt, make_state(mesh, 0))
-        ckpt.save(3, make_state(mesh, 3), meta_for(3))
-        assert ckpt.all_steps() == [1, 2, 3]
-    assert tmp_name in caplog.text
-    assert step == 2
-    assert_same_state(restored, states[2])
-
-
-# -------------------------------------------------------------------- resume resolution
-def test_find_checkpoint_resolves_every_form(tmp_path, mesh):
-    run = tmp_path / "run"
-    states = save_steps(run / "checkpoints", mesh, [1, 2])
-    latest = run / "checkpoints" / "latest"
-    for spec in (None, False, "", "False"):
-        assert find_checkpoint(run, spec) is None
-    for spec in (True, "true", "latest", "LATEST"):
-        assert find_checkpoint(run, spec) == CheckpointLocation(latest)
-    assert find_checkpoint(tmp_path, str(latest / "1")) == CheckpointLocation(latest, 1)
-    for folder in (run, run / "checkpoints", latest):
-        assert find_checkpoint(tmp_path, str(folder)) == CheckpointLocation(latest)
-    assert str(CheckpointLocation(latest, 1)) == str(latest / "1")
-
-    restored, _, step = restore_checkpoint(
-        find_checkpoint(tmp_path, latest / "1"), make_state(mesh, 0)
-    )
-    assert step == 1
-    assert_same_state(restored, states[1])
-    _garble_meta(latest / "2")
-    restored, _, step = restore_checkpoint(find_checkpoint(run, "latest"), make_state(mesh, 0))
-    assert step == 1
-
-
-def test_find_checkpoint_errors(tmp_path):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "file.txt").write_text("x")
-    interrupted = tmp_path / "checkpoints" / "latest" / "7.orbax-checkpoint-tmp"
-    (interrupted / "state").mkdir(parents=True)
-    cases = [
-        (tmp_path / "empty", "latest", "no checkpoint in output_dir"),
-        (tmp_path, str(tmp_path / "missing"), "no such file or directory"),
-        (tmp_path, str(tmp_path / "file.txt"), "is a file"),
-        (tmp_path, str(tmp_path / "empty"), "no checkpoint found there"),
-        (tmp_path, str(interrupted), "save that never finished"),
-        (tmp_path, "latest", "no checkpoint in output_dir"),  # only an interrupted save inside
-    ]
-    for output_dir, spec, message in cases:
-        with pytest.raises(CheckpointNotFoundError, match=message):
-            find_checkpoint(output_dir, spec)
 
 
 def test_closed_checkpointer_refuses_work(tmp_path, mesh):

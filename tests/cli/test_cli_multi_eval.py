@@ -27,7 +27,7 @@ from flaxtrainer import FlaxTrainer
 from flaxtrainer.callbacks import Callback, EarlyStopping
 from flaxtrainer.cli.main import main
 from flaxtrainer.data.loader import validation_splits
-from flaxtrainer.training.evaluation import MetricForBestModelError
+from flaxtrainer.errors import MetricForBestModelError
 
 SETS = ("dev", "ood", "dev_2")
 COMPARED = ("f1", "accuracy", "loss", "samples")

@@ -83,7 +83,7 @@ def test_load_best_model_at_end(make_args):
 
         def on_save(self, trainer, checkpoint_dir):
             self.params[trainer.state.global_step] = [
-                np.asarray(x) for x in jax.tree.leaves(trainer._train_state.params)
+                np.asarray(x) for x in jax.tree.leaves(trainer.train_state.params)
             ]
 
     snapshot = Snapshot()

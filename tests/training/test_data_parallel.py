@@ -82,8 +82,9 @@ def test_bucketing_bounds_compilations_and_reports_padding(make_args):
     widths = trainer.inputs.prepare(trainer.train_dataset).widths
     assert widths == (16, 32)
     compiled = out.metrics["train_compiled_shapes"]
-    assert compiled == len(trainer._train_shapes) and 1 <= compiled <= len(widths)
-    assert trainer._train_step._cache_size() == compiled  # distinct shapes == real compilations
+    run = trainer.training_run
+    assert compiled == len(run.batch_shapes) and 1 <= compiled <= len(widths)
+    assert run.train_step._cache_size() == compiled  # distinct shapes == real compilations
     lengths = np.array([len(x["ids"]) for x in trainer.train_dataset])
     assert (
         out.metrics["padding_efficiency"] > lengths.mean() / 32 * 1.2
@@ -101,7 +102,8 @@ def test_pad_to_max_length_compiles_one_shape(make_args):
         ToyTagger(), ToyTask(max_seq_length=48), args, train_dataset=make_dataset(40)
     )
     out = trainer.train()
-    assert out.metrics["train_compiled_shapes"] == 1 and trainer._train_shapes == {(1, 16, 48)}
+    assert out.metrics["train_compiled_shapes"] == 1
+    assert trainer.training_run.batch_shapes == {(1, 16, 48)}
     # 40 examples = 3 steps of 16 rows (the last with 8 padding rows), each row 48 wide
     real = sum(len(x["ids"]) for x in trainer.train_dataset)
     assert out.metrics["padding_efficiency"] == pytest.approx(real / (3 * 16 * 48))

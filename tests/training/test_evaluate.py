@@ -54,11 +54,37 @@ def test_predict_decodes_in_order_with_label_ids(trainer):
 
 def test_eval_compilations_bounded_by_widths(trainer):
     widths = trainer.inputs.prepare(trainer.last_evaluation.dataset).widths
-    assert len(trainer._eval_shapes) <= len(widths)
-    assert trainer._eval_step._cache_size() == len(trainer._eval_shapes)
-    assert trainer.state.num_compilations == len(trainer._eval_shapes)
+    assert len(trainer.evaluator.batch_shapes) <= len(widths)
+    assert trainer.evaluator.eval_step._cache_size() == len(trainer.evaluator.batch_shapes)
+    assert trainer.state.num_compilations == len(trainer.evaluator.batch_shapes)
 
 
 def test_evaluate_without_dataset_is_a_clear_error(trainer):
     with pytest.raises(ValueError, match="needs a dataset"):
         trainer.evaluate()
+
+
+def test_a_subclass_overrides_evaluate_and_predict(make_args):
+    """The loop evaluates through ``self.evaluate``: an override's metrics are what the best
+    step is ranked by; ``predict`` is overridable too."""
+    calls = []
+
+    class Mine(FlaxTrainer):
+        def evaluate(self, dataset=None, metric_key_prefix="eval"):
+            metrics = super().evaluate(dataset, metric_key_prefix)
+            calls.append(("evaluate", self.state.global_step))
+            return {**metrics, "eval_loss": [0.5, 0.2, 0.3][len(calls) - 1]}
+
+        def predict(self, dataset, metric_key_prefix="test"):
+            calls.append(("predict", metric_key_prefix))
+            return super().predict(dataset, metric_key_prefix)
+
+    args = make_args(max_steps=3, eval_strategy="steps", eval_steps=1, metric_for_best_model="loss")
+    trainer = Mine(
+        ToyTagger(), ToyTask(), args, train_dataset=make_dataset(40), eval_dataset=make_dataset(4)
+    )
+    trainer.train()
+    assert calls == [("evaluate", 1), ("evaluate", 2), ("evaluate", 3)]
+    assert trainer.state.best_metric == 0.2 and trainer.state.best_global_step == 2
+    assert len(trainer.predict(make_dataset(3), "mine").predictions) == 3
+    assert calls[-1] == ("predict", "mine")

@@ -61,9 +61,8 @@ def test_gradient_accumulation_equals_one_big_batch(make_args):
         trainer.train()
         finals.append([np.asarray(x) for x in jax.tree.leaves(nnx.state(trainer.model, nnx.Param))])
         losses.append([h["loss"] for h in trainer.state.log_history if "loss" in h])
-        assert trainer._train_shapes and {s[:2] for s in trainer._train_shapes} == {
-            (accum, 16 * per_device // 2)
-        }
+        shapes = trainer.training_run.batch_shapes
+        assert shapes and {s[:2] for s in shapes} == {(accum, 16 * per_device // 2)}
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
     for a, b in zip(*finals):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

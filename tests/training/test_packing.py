@@ -59,7 +59,8 @@ def test_packed_evaluation_equals_unpacked(make_args, family):
         trainer = FlaxTrainer(model, ToyTask(), make_args(packing=packing))
         assert trainer.packing is packing
         metrics = trainer.evaluate(data)
-        results[packing] = (metrics, trainer.last_evaluation.outputs, trainer._eval_shapes)
+        shapes = trainer.evaluator.batch_shapes
+        results[packing] = (metrics, trainer.last_evaluation.outputs, shapes)
     (packed, packed_out, packed_shapes), (plain, plain_out, _) = results[True], results[False]
     assert len(packed_shapes) == 1
     assert packed["eval_loss"] == pytest.approx(plain["eval_loss"], rel=1e-5)
@@ -78,7 +79,7 @@ def test_packed_training_loss_is_the_unpacked_masked_mean(make_args):
     )
     out = trainer.train()
     assert trainer.packing and out.metrics["train_compiled_shapes"] == 1
-    (shape,) = trainer._train_shapes
+    (shape,) = trainer.training_run.batch_shapes
     assert shape[0] == 1 and shape[2] in (32, 48, 64)
     lengths = np.array([len(x["ids"]) for x in data])
     # better than the best bucketing could do: every row padded only to a multiple of 16
@@ -106,20 +107,20 @@ def test_evaluation_after_training_runs_in_the_training_grid(make_args):
         tiny_bert(seed=2), ToyTask(), args, train_dataset=train, devices=jax.devices()[:2]
     )
     trainer.train()
-    grid = trainer._train_grid
+    grid = trainer.train_grid
     assert grid is not None
     for name, data in sets.items():
         metrics = trainer.evaluate(data)
-        assert trainer._eval_shapes == {(grid.rows, grid.width)}, name
+        assert trainer.evaluator.batch_shapes == {(grid.rows, grid.width)}, name
         filled = trainer.last_evaluation.outputs
-        trainer._train_grid = None  # plan this set's own batches and grid, as before training
+        trainer.train_grid = None  # plan this set's own batches and grid, as before training
         alone = trainer.evaluate(data)
-        trainer._train_grid = grid
+        trainer.train_grid = grid
         assert metrics["eval_loss"] == pytest.approx(alone["eval_loss"], rel=1e-5)
         for a, b in zip(filled, trainer.last_evaluation.outputs):
             np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-4, atol=1e-5)
-        trainer._eval_shapes.clear()
-    assert trainer._eval_step._cache_size() <= 1 + len(sets)  # the grid's + each set's own
+        trainer.evaluator.batch_shapes.clear()
+    assert trainer.evaluator.eval_step._cache_size() <= 1 + len(sets)  # the grid's + each set's own
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def dropout_runs(tmp_path_factory):
 def test_packed_runs_do_not_depend_on_device_count(dropout_runs):
     (t8, out8), (t1, out1) = dropout_runs["8"], dropout_runs["1"]
     assert t8.packing and t1.packing and out8.global_step == out1.global_step == 8
-    assert next(iter(t8._train_shapes))[1] % 8 == 0  # grid rows split over 8 devices
+    assert next(iter(t8.training_run.batch_shapes))[1] % 8 == 0  # grid rows split over 8 devices
     loss8 = [h["loss"] for h in t8.state.log_history if "loss" in h]
     loss1 = [h["loss"] for h in t1.state.log_history if "loss" in h]
     np.testing.assert_allclose(loss8, loss1, rtol=1e-5)

@@ -177,7 +177,8 @@ def test_exported_model_is_the_best_and_loads_in_flax_and_pytorch(tmp_path):
             self.params = {}
 
         def on_save(self, trainer, checkpoint_dir):
-            model = nnx.merge(trainer.graphdef, trainer._train_state.params, trainer._rest)
+            graphdef, _, rest = nnx.split(trainer.model, nnx.Param, ...)
+            model = nnx.merge(graphdef, trainer.train_state.params, rest)
             self.params[trainer.state.global_step] = worker.params_of(model)
 
     snapshots = Snapshots()
