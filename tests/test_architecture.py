@@ -338,12 +338,6 @@ def test_callbacks_never_mention_training():
     assert not found, "callbacks/ names the training room:\n" + "\n".join(found)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="checkpointing/checkpointer.py imports _COMMIT_FILE, _ITEMS, _META, _STATE, _TMP_MARKER "
-    "and _is_step_dir from checkpointing/restore.py (no task moves them yet)",
-)
 def test_no_module_level_import_of_a_private_name():
     found = private_imports(PACKAGE)
     assert not found, "private names imported at module level:\n" + "\n".join(found)
