@@ -15,6 +15,7 @@ from jax.typing import DTypeLike
 from flaxtrainer.models.config import EncoderConfig
 from flaxtrainer.models.crf import CrfTransitions
 from flaxtrainer.models.dropout import Dropout, token_ids
+from flaxtrainer.models.encoder import Encoder
 
 #: How a new classifier head's kernel is drawn: normal(0, std) with std from
 #: - "lecun": 1/sqrt(hidden size), the scale of Flax's default Dense init (lecun_normal), which
@@ -59,7 +60,7 @@ class EncoderForTokenClassification(nnx.Module):
     `[batch, seq, d_model]`.
     """
 
-    backbone: ClassVar[type[nnx.Module]]
+    backbone: ClassVar[type[Encoder]]
     prediction_head: ClassVar[type[nnx.Module] | None] = None
 
     def __init__(

@@ -27,6 +27,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from flaxtrainer.models.dropout import Dropout
+from flaxtrainer.models.encoder import Encoder
 from flaxtrainer.models.families.deberta_v2_attention import (
     DisentangledSelfAttention,
     relative_positions,
@@ -45,8 +46,6 @@ from flaxtrainer.models.layers import (
     activation,
     attention_pairs,
     dense,
-    ones_mask,
-    sequential_position_ids,
 )
 from flaxtrainer.models.layers import layer_norm as make_layer_norm
 from flaxtrainer.models.registry import ModelFamily, register_family
@@ -200,7 +199,7 @@ class DebertaV2Embeddings(nnx.Module):
         return self.dropout(x, deterministic=deterministic, rngs=rngs)
 
 
-class DebertaV2Model(nnx.Module):
+class DebertaV2Model(Encoder):
     """The DeBERTa-v2 encoder; returns the last hidden state `[batch, seq, hidden_size]`."""
 
     def __init__(
@@ -251,22 +250,16 @@ class DebertaV2Model(nnx.Module):
             table = self.rel_norm(table)
         return c2p_index, p2c_index, table
 
-    def __call__(
+    def encode(
         self,
         input_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        token_type_ids: jax.Array | None = None,
-        position_ids: jax.Array | None = None,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array,
+        position_ids: jax.Array,
         *,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
     ) -> jax.Array:
-        if attention_mask is None:
-            attention_mask = ones_mask(input_ids)
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = sequential_position_ids(input_ids)
         embedded = self.embeddings(
             input_ids, token_type_ids, attention_mask, deterministic=deterministic, rngs=rngs
         )

@@ -42,6 +42,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from flaxtrainer.models.dropout import Dropout
+from flaxtrainer.models.encoder import Encoder
 from flaxtrainer.models.families.modernbert_config import LOCAL, ModernBertConfig
 from flaxtrainer.models.hf_weights import WeightTable, embedding, layer_norm, linear
 from flaxtrainer.models.layers import (
@@ -49,9 +50,7 @@ from flaxtrainer.models.layers import (
     apply_rotary,
     attention,
     attention_pairs,
-    ones_mask,
     rotary_tables,
-    sequential_position_ids,
 )
 from flaxtrainer.models.layers import layer_norm as make_layer_norm
 from flaxtrainer.models.registry import ModelFamily, register_family
@@ -211,7 +210,7 @@ class ModernBertEmbeddings(nnx.Module):
         return self.dropout(x, deterministic=deterministic, rngs=rngs)
 
 
-class ModernBertModel(nnx.Module):
+class ModernBertModel(Encoder):
     """The ModernBERT encoder; returns the last hidden state (after `final_norm`)."""
 
     def __init__(
@@ -229,22 +228,17 @@ class ModernBertModel(nnx.Module):
         self.layers = nnx.List([ModernBertLayer(build, i) for i in range(config.num_hidden_layers)])
         self.final_norm = build.norm()
 
-    def __call__(
+    def encode(
         self,
         input_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        token_type_ids: jax.Array | None = None,
-        position_ids: jax.Array | None = None,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array,
+        position_ids: jax.Array,
         *,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
     ) -> jax.Array:
-        """`token_type_ids` is accepted for a uniform signature and ignored."""
-        del token_type_ids
-        if attention_mask is None:
-            attention_mask = ones_mask(input_ids)
-        if position_ids is None:
-            position_ids = sequential_position_ids(input_ids)
+        del token_type_ids  # ModernBERT has no token types
         x = self.embeddings(input_ids, deterministic=deterministic, rngs=rngs)
         pairs = attention_pairs(attention_mask)
         # (global, local) tables, indexed by `layer.local`.

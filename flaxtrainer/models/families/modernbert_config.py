@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 from flaxtrainer.errors import ModelLoadError
 from flaxtrainer.models.config import EncoderConfig
-from flaxtrainer.models.layers import SUPPORTED_ACTIVATIONS
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"
 
@@ -98,18 +97,11 @@ class ModernBertConfig(EncoderConfig):
             rates=("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout"),
         )
         heads = self.num_attention_heads
-        if heads > 0 and self.hidden_size % heads:
-            problems.append(
-                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={heads}"
-            )
-        elif heads > 0 and self.head_dim % 2:
+        indivisible = self._check_heads("hidden_size", "num_attention_heads")
+        problems += indivisible
+        if not indivisible and heads > 0 and self.head_dim % 2:
             problems.append(f"rotary embeddings need an even head size, got {self.head_dim}")
-        for name in ("hidden_activation", "classifier_activation"):
-            if getattr(self, name) not in SUPPORTED_ACTIVATIONS:
-                problems.append(
-                    f"{name}={getattr(self, name)!r} is not supported "
-                    f"(use one of {', '.join(SUPPORTED_ACTIVATIONS)})"
-                )
+        problems += self._check_activations("hidden_activation", "classifier_activation")
         if len(self.layer_types) != self.num_hidden_layers:
             problems.append(
                 f"layer_types lists {len(self.layer_types)} layers, "
