@@ -4,20 +4,19 @@ other fields (``logging_dir``, ``eval_steps``, ``eval_strategy``, ``metric_for_b
 
 :func:`check_and_resolve` applies them all to one ``TrainingArguments`` when it is made, so the
 trainer reads one consistent set of values, and a bad set is refused with every problem named.
+(The functions take the arguments as ``args: Any``: this module sits below ``training_args.py``,
+which imports it, and does not import it back.)
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from flaxtrainer.config.trackers import REPORT_TO, tracker_installed
 from flaxtrainer.runtime.compilation import resolve_cache_dir
 from flaxtrainer.runtime.distributed import check_settings
-
-if TYPE_CHECKING:
-    from flaxtrainer.config.training_args import TrainingArguments
 
 SchedulerType = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 DType = Literal["float32", "bfloat16"]
@@ -73,7 +72,7 @@ _IN_RANGE = {
 _RANGE_NOTES = {"max_grad_norm": " (0 disables clipping)"}
 
 
-def check_and_resolve(args: TrainingArguments) -> None:
+def check_and_resolve(args: Any) -> None:
     """Fills the derived defaults of ``args`` in place and checks every field; raises one
     ValueError listing every problem."""
     errors: list[str] = []
@@ -105,7 +104,7 @@ def check_and_resolve(args: TrainingArguments) -> None:
         raise ValueError("Invalid TrainingArguments:\n  - " + "\n  - ".join(errors))
 
 
-def _value_problems(args: TrainingArguments) -> list[str]:
+def _value_problems(args: Any) -> list[str]:
     """Fields outside their choices, integer minimums and real ranges, each on its own."""
     problems = []
     for name, minimum in INTEGER_MINIMUMS.items():
@@ -135,7 +134,7 @@ def _value_problems(args: TrainingArguments) -> list[str]:
     return problems
 
 
-def _layout_problems(args: TrainingArguments) -> list[str]:
+def _layout_problems(args: Any) -> list[str]:
     """``bucket_widths`` (sorted, without repeats) and ``packing``, which excludes the other
     layouts."""
     problems = []
@@ -154,7 +153,7 @@ def _layout_problems(args: TrainingArguments) -> list[str]:
     return problems
 
 
-def _best_model_problems(args: TrainingArguments) -> list[str]:
+def _best_model_problems(args: Any) -> list[str]:
     """``metric_for_best_model`` / ``greater_is_better`` defaults (as Hugging Face), and what
     ``load_best_model_at_end`` needs: evaluated steps that are saved."""
     if args.load_best_model_at_end and args.metric_for_best_model is None:
