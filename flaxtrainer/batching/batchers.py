@@ -27,14 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from flaxtrainer.runtime.sharding import DEFAULT_PAD_VALUES, pad_rows
+from flaxtrainer.batching.batch_format import (
+    ATTENTION_MASK,
+    DEFAULT_PAD_VALUES,
+    EXAMPLE_IDS,
+    LABELS,
+    POSITION_IDS,
+    ZERO_PADDED_WHEN_PACKED,
+)
+from flaxtrainer.runtime.sharding import pad_rows
 
-LABELS = "labels"
-POSITION_IDS = "position_ids"
-#: Per-token int32 id of the token's feature: its global index (the same on every process and
-#: in every layout), -1 on padding. The train step keys dropout masks by it (and the position
-#: within the feature), so a token draws the same mask in a padded and in a packed row.
-EXAMPLE_IDS = "example_ids"
 #: Every padded width is a multiple of this (or the task's max_seq_length): length buckets,
 #: packed rows and the evaluation grids, so few shapes compile.
 WIDTH_MULTIPLE = 16
@@ -118,9 +120,9 @@ class Batcher:
                 f"feature 0 has keys {sorted(first)}. Task.prepare must return them."
             )
         self.synth_attention_mask = (
-            "attention_mask" in model_input_names and "attention_mask" not in first
+            ATTENTION_MASK in model_input_names and ATTENTION_MASK not in first
         )
-        self.pad_values = {**DEFAULT_PAD_VALUES, EXAMPLE_IDS: -1, **(pad_values or {})}
+        self.pad_values = {**DEFAULT_PAD_VALUES, **(pad_values or {})}
         #: Added to local feature indices to give ``example_ids`` their global value (a
         #: process's first feature index when it holds a shard of the features).
         self.example_id_offset = 0
@@ -155,8 +157,12 @@ class Batcher:
 
     @property
     def array_names(self) -> tuple[str, ...]:
-        extra = ("attention_mask",) if self.synth_attention_mask else ()
+        extra = (ATTENTION_MASK,) if self.synth_attention_mask else ()
         return (*self.input_names, *extra, LABELS, EXAMPLE_IDS)
+
+    def pad_value(self, name: str) -> int:
+        """What padded positions and padded rows of the array ``name`` hold."""
+        return self.pad_values.get(name, 0)
 
     def width_for(self, length: int) -> int:
         return self.widths[int(np.searchsorted(self.widths, length))]
@@ -169,14 +175,12 @@ class Batcher:
         width = self.width_for(int(lengths.max()))
         arrays = {}
         for name in self.input_names + (LABELS,):
-            out = np.full((len(indices), width), self.pad_values.get(name, 0), dtype=np.int32)
+            out = np.full((len(indices), width), self.pad_value(name), dtype=np.int32)
             for row, index in enumerate(indices):
                 out[row, : lengths[row]] = self.features[index][name]
             arrays[name] = out
         if self.synth_attention_mask:
-            arrays["attention_mask"] = (np.arange(width)[None, :] < lengths[:, None]).astype(
-                np.int32
-            )
+            arrays[ATTENTION_MASK] = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int32)
         real = np.arange(width)[None, :] < lengths[:, None]
         ids = (indices + self.example_id_offset).astype(np.int32)[:, None]
         arrays[EXAMPLE_IDS] = np.where(real, ids, -1).astype(np.int32)
@@ -261,7 +265,7 @@ class PackingBatcher(Batcher):
         pad_values: Mapping[str, int] | None = None,
         position_offset: int = 0,
     ) -> None:
-        if "attention_mask" not in model_input_names:
+        if ATTENTION_MASK not in model_input_names:
             raise ValueError(
                 "PackingBatcher: packing separates sentences through attention_mask, but the "
                 f"task's model inputs {tuple(model_input_names)} do not include it; turn "
@@ -271,12 +275,12 @@ class PackingBatcher(Batcher):
         self.max_width = int(max_width)
         self.position_offset = int(position_offset)
         self.packed_names = tuple(
-            n for n in self.input_names if n not in ("attention_mask", POSITION_IDS)
+            n for n in self.input_names if n not in (ATTENTION_MASK, POSITION_IDS)
         )
 
     @property
     def array_names(self) -> tuple[str, ...]:
-        return (*self.packed_names, "attention_mask", POSITION_IDS, LABELS, EXAMPLE_IDS)
+        return (*self.packed_names, ATTENTION_MASK, POSITION_IDS, LABELS, EXAMPLE_IDS)
 
     def batch(self, *args: Any, **kwargs: Any) -> HostBatch:
         """Packed batches are built for a whole micro-batch at once, possibly by several
@@ -293,7 +297,8 @@ class PackingBatcher(Batcher):
         ``position_offset``; padding elsewhere. The packing itself is the caller's."""
         num_rows, width = placement.num_rows, placement.width
         arrays = {
-            name: np.full((num_rows, width), self._pad(name), np.int32) for name in self.array_names
+            name: np.full((num_rows, width), self.pad_value(name), np.int32)
+            for name in self.array_names
         }
         where = zip(placement.indices, placement.rows, placement.starts, placement.segments)
         for feature_index, row, start, segment in where:
@@ -301,12 +306,13 @@ class PackingBatcher(Batcher):
             end = start + int(self.lengths[feature_index])
             for name in (*self.packed_names, LABELS):
                 arrays[name][row, start:end] = feature[name]
-            arrays["attention_mask"][row, start:end] = segment
+            arrays[ATTENTION_MASK][row, start:end] = segment
             arrays[POSITION_IDS][row, start:end] = np.arange(
                 self.position_offset, self.position_offset + end - start
             )
             arrays[EXAMPLE_IDS][row, start:end] = feature_index + self.example_id_offset
         return arrays
 
-    def _pad(self, name: str) -> int:
-        return 0 if name in ("attention_mask", POSITION_IDS) else self.pad_values.get(name, 0)
+    def pad_value(self, name: str) -> int:
+        """Segment ids and positions pad with 0, whatever the task's pad values."""
+        return 0 if name in ZERO_PADDED_WHEN_PACKED else super().pad_value(name)

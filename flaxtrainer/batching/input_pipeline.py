@@ -34,8 +34,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from flaxtrainer.batching.batch_format import ATTENTION_MASK, INPUT_IDS, LABELS
 from flaxtrainer.batching.batchers import (
-    LABELS,
     Batcher,
     PackingBatcher,
     PackingGrid,
@@ -144,7 +144,7 @@ class PlacedBatch:
             self.source_rows,
             mesh,
             batch_axis,
-            self.pad_values,
+            pad_values=self.pad_values,
             segment_name=self.segment_name,
         )
 
@@ -268,7 +268,7 @@ class PreparedData:
             starts=flat_starts,
             source_rows=source,
             pad_values={name: layout.pad_value(name) for name in layout.array_names},
-            segment_name="attention_mask" if layout.packed else None,
+            segment_name=ATTENTION_MASK if layout.packed else None,
         )
 
     def all_features(self) -> Sequence[dict[str, Any]]:
@@ -296,7 +296,7 @@ def packing_supported(args: Any, model: Any, input_names: Sequence[str]) -> bool
     problems = []
     if not isinstance(offset, int):
         problems.append("the model has no config.position_offset (not a flaxtrainer encoder)")
-    if "attention_mask" not in input_names:
+    if ATTENTION_MASK not in input_names:
         problems.append("the task's model_input_names lack attention_mask")
     if problems and args.packing:
         raise ValueError("packing=True: " + "; ".join(problems) + ". Set packing=False.")
@@ -320,7 +320,7 @@ class InputPipeline:
         pad_id = getattr(task, "pad_token_id", None)
         if pad_id is None and tokenizer is not None:
             pad_id = getattr(tokenizer, "pad_token_id", None)
-        self.pad_values = {"input_ids": int(pad_id or 0)}
+        self.pad_values = {INPUT_IDS: int(pad_id or 0)}
         self._prepared: dict[int, tuple[Any, PreparedData]] = {}
 
     def prepare(self, dataset: Any) -> PreparedData:

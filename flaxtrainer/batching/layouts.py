@@ -18,7 +18,6 @@ from typing import Protocol
 import numpy as np
 
 from flaxtrainer.batching.batchers import (
-    POSITION_IDS,
     WIDTH_MULTIPLE,
     Batcher,
     PackingBatcher,
@@ -30,8 +29,6 @@ from flaxtrainer.batching.sampler import balanced_plan, eval_plan
 
 #: Micro-batches on which packing candidates are scored (the chosen grid covers every one).
 PLAN_SAMPLE_BATCHES = 256
-#: Segment ids and position ids: 0 on padding, whatever the task's pad values.
-_ZERO_PADDED = ("attention_mask", POSITION_IDS)
 
 
 class Layout(Protocol):
@@ -125,7 +122,7 @@ class PaddedLayout:
         return self.local.batch(placement.indices, placement.num_rows).arrays
 
     def pad_value(self, name: str) -> int:
-        return self.local.pad_values.get(name, 0)
+        return self.local.pad_value(name)
 
 
 class PackedLayout:
@@ -196,7 +193,7 @@ class PackedLayout:
         return self.local.place(placement)
 
     def pad_value(self, name: str) -> int:
-        return 0 if name in _ZERO_PADDED else self.local.pad_values.get(name, 0)
+        return self.local.pad_value(name)
 
 
 def plan_packed_grid(

@@ -13,25 +13,18 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from flaxtrainer.callbacks.base import Callback
-from flaxtrainer.config.training_args import is_installed
+from flaxtrainer.config.trackers import TRACKER_PACKAGES, tracker_installed
 
 if TYPE_CHECKING:
     from flaxtrainer.config.training_args import TrainingArguments
-
-#: report_to name -> (module to import, what to install when it is missing)
-TRACKER_PACKAGES: dict[str, tuple[str, str]] = {
-    "tensorboard": ("tensorboardX", "pip install 'flaxtrainer[tensorboard]'"),
-    "mlflow": ("mlflow", "pip install 'flaxtrainer[mlflow]'  (or: pip install mlflow-skinny)"),
-    "wandb": ("wandb", "pip install 'flaxtrainer[wandb]'  (or: pip install wandb)"),
-}
 
 
 def missing_trackers(report_to: Iterable[str]) -> list[tuple[str, str]]:
     """``(tracker, install command)`` for each tracker of ``report_to`` whose package is absent."""
     return [
-        (name, TRACKER_PACKAGES[name][1])
+        (name, TRACKER_PACKAGES[name].install)
         for name in report_to
-        if name in TRACKER_PACKAGES and not is_installed(TRACKER_PACKAGES[name][0])
+        if name in TRACKER_PACKAGES and not tracker_installed(name)
     ]
 
 

@@ -1,8 +1,7 @@
 """What a run reads off its data and its model before training: the data itself, its gold
 labels against the model's, the tagging scheme, and the row length the model's positions allow.
 
-Split out of `flaxtrainer.cli.job` (the job's flow), which re-exports these names. Every user
-mistake is a `UserError`.
+`flaxtrainer.cli.job` (the job's flow) calls these. Every user mistake is a `UserError`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Command-line arguments: a parser built from dataclasses (the run_flax_ner.py ones are in
-``cli_fields.py``, re-exported here).
+``flaxtrainer.config.job_args``).
 
 `DataclassArgumentParser` turns dataclass fields into flags (`--name` and `--name-with-dashes`,
 help from `metadata["help"]`), reads a JSON/YAML config file given as the first argument, and

@@ -1,40 +1,32 @@
 """TrainingArguments: every knob of a run, with run_flax_ner.py's flag names and defaults.
 
 Each field carries ``metadata={"help": ...}`` so the command line can build its parser from
-this dataclass. Values are validated in ``__post_init__``; derived defaults (``logging_dir``,
-``eval_steps``, ``eval_strategy``, ``metric_for_best_model``, ``greater_is_better``) are
-resolved there too, so the trainer reads one consistent set of values.
+this dataclass. Making one applies ``training_rules.check_and_resolve``: the values are checked
+and the derived defaults (``logging_dir``, ``eval_steps``, ``eval_strategy``,
+``metric_for_best_model``, ``greater_is_better``) filled in, so the trainer reads one consistent
+set of values.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
-from flaxtrainer.runtime.compilation import resolve_cache_dir
-from flaxtrainer.runtime.distributed import check_settings
-
-SchedulerType = Literal["linear", "cosine", "constant", "constant_with_warmup"]
-DType = Literal["float32", "bfloat16"]
-EvalStrategy = Literal["steps", "epoch", "no"]
-SaveStrategy = Literal["steps", "epoch", "no"]
-ReportTo = Literal["tensorboard", "mlflow", "wandb"]
-DropoutRng = Literal["hash", "threefry"]
-LogLevel = Literal["passive", "debug", "info", "warning", "error", "critical"]
-LR_SCHEDULER_TYPES: tuple[str, ...] = get_args(SchedulerType)
-DTYPES: tuple[str, ...] = get_args(DType)
-EVAL_STRATEGIES: tuple[str, ...] = get_args(EvalStrategy)
-SAVE_STRATEGIES: tuple[str, ...] = get_args(SaveStrategy)
-#: Trackers that ``report_to`` may name, besides ``all`` (every one) and ``none``.
-REPORT_TO: tuple[str, ...] = get_args(ReportTo)
-DROPOUT_RNGS: tuple[str, ...] = get_args(DropoutRng)
-LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+from flaxtrainer.config.trackers import REPORT_TO
+from flaxtrainer.config.training_rules import (
+    LR_SCHEDULER_TYPES,
+    DropoutRng,
+    DType,
+    EvalStrategy,
+    LogLevel,
+    SaveStrategy,
+    SchedulerType,
+    check_and_resolve,
+)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -290,172 +282,7 @@ class TrainingArguments:
     )
 
     def __post_init__(self) -> None:
-        errors: list[str] = []
-
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                errors.append(message)
-
-        if not self.output_dir:
-            errors.append("output_dir is required: pass the directory for checkpoints and logs.")
-        self.output_dir = os.fspath(self.output_dir) if self.output_dir else self.output_dir
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
-            check(
-                _is_int(getattr(self, name), 1),
-                f"{name} must be an integer >= 1, got {getattr(self, name)!r}.",
-            )
-        check(
-            _is_int(self.gradient_accumulation_steps, 1),
-            f"gradient_accumulation_steps must be an integer >= 1, got {self.gradient_accumulation_steps!r}.",
-        )
-        check(
-            _is_int(self.logging_steps, 1),
-            f"logging_steps must be an integer >= 1, got {self.logging_steps!r}.",
-        )
-        check(
-            _is_int(self.save_steps, 0),
-            f"save_steps must be an integer >= 0, got {self.save_steps!r}.",
-        )
-        check(
-            _is_int(self.warmup_steps, 0),
-            f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}.",
-        )
-        check(
-            _is_int(self.max_steps, -1) and self.max_steps != 0,
-            f"max_steps must be -1 (use num_train_epochs) or a positive integer, got {self.max_steps!r}.",
-        )
-        check(
-            _is_real(self.num_train_epochs) and self.num_train_epochs > 0,
-            f"num_train_epochs must be > 0, got {self.num_train_epochs!r}.",
-        )
-        check(
-            _is_real(self.learning_rate) and self.learning_rate >= 0,
-            f"learning_rate must be >= 0, got {self.learning_rate!r}.",
-        )
-        check(
-            _is_real(self.weight_decay) and self.weight_decay >= 0,
-            f"weight_decay must be >= 0, got {self.weight_decay!r}.",
-        )
-        for name in ("adam_beta1", "adam_beta2"):
-            value = getattr(self, name)
-            check(
-                _is_real(value) and 0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}."
-            )
-        check(
-            _is_real(self.adam_epsilon) and self.adam_epsilon > 0,
-            f"adam_epsilon must be > 0, got {self.adam_epsilon!r}.",
-        )
-        check(
-            _is_real(self.max_grad_norm) and self.max_grad_norm >= 0,
-            f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm!r}.",
-        )
-        check(
-            _is_real(self.crf_learning_rate_multiplier) and self.crf_learning_rate_multiplier > 0,
-            f"crf_learning_rate_multiplier must be > 0, got {self.crf_learning_rate_multiplier!r}.",
-        )
-        check(
-            _is_real(self.warmup_ratio) and 0.0 <= self.warmup_ratio < 1.0,
-            f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}.",
-        )
-        check(
-            not (self.warmup_steps and self.warmup_ratio),
-            "Set warmup_steps or warmup_ratio, not both.",
-        )
-        check(
-            self.lr_scheduler_type in LR_SCHEDULER_TYPES,
-            f"lr_scheduler_type must be one of {LR_SCHEDULER_TYPES}, got {self.lr_scheduler_type!r}.",
-        )
-        check(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}.")
-        if self.bf16:
-            self.dtype = "bfloat16"
-        self.bf16 = self.dtype == "bfloat16"
-        self.report_to = _report_to_list(self.report_to, errors)
-        self.profile_steps = _profile_steps(self.profile_steps, errors)
-        for name in ("log_level", "log_level_replica"):
-            check(
-                getattr(self, name) in LOG_LEVELS,
-                f"{name} must be one of {LOG_LEVELS}, got {getattr(self, name)!r}.",
-            )
-        check(
-            self.save_total_limit is None or _is_int(self.save_total_limit, 1),
-            f"save_total_limit must be None or an integer >= 1, got {self.save_total_limit!r}.",
-        )
-        check(
-            _is_int(self.max_buckets, 1),
-            f"max_buckets must be an integer >= 1, got {self.max_buckets!r}.",
-        )
-        if self.bucket_widths is not None:
-            widths = list(self.bucket_widths)
-            if not widths or not all(_is_int(w, 1) for w in widths):
-                errors.append(
-                    f"bucket_widths must be positive integers, got {self.bucket_widths!r}."
-                )
-            else:
-                self.bucket_widths = sorted(set(int(w) for w in widths))
-        check(
-            self.packing is None or isinstance(self.packing, bool),
-            f"packing must be true, false or unset, got {self.packing!r}.",
-        )
-        if self.packing:
-            check(
-                not self.pad_to_max_length and self.bucket_widths is None,
-                "packing=True conflicts with pad_to_max_length / bucket_widths: choose one layout.",
-            )
-        check(
-            self.dropout_rng in DROPOUT_RNGS,
-            f"dropout_rng must be one of {DROPOUT_RNGS}, got {self.dropout_rng!r}.",
-        )
-        self.compilation_cache_dir = resolve_cache_dir(self.compilation_cache_dir)
-
-        if self.eval_strategy is None:
-            self.eval_strategy = "steps" if self.do_eval else "no"
-        check(
-            self.save_strategy in SAVE_STRATEGIES,
-            f"save_strategy must be one of {SAVE_STRATEGIES}, got {self.save_strategy!r}.",
-        )
-        check(
-            self.eval_strategy in EVAL_STRATEGIES,
-            f"eval_strategy must be one of {EVAL_STRATEGIES}, got {self.eval_strategy!r}.",
-        )
-        if self.eval_steps is None:
-            self.eval_steps = self.logging_steps
-        check(
-            _is_int(self.eval_steps, 1),
-            f"eval_steps must be an integer >= 1, got {self.eval_steps!r}.",
-        )
-
-        if self.load_best_model_at_end and self.metric_for_best_model is None:
-            self.metric_for_best_model = "loss"
-        if self.metric_for_best_model is not None and self.greater_is_better is None:
-            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
-        if self.load_best_model_at_end:
-            check(
-                self.eval_strategy != "no",
-                "load_best_model_at_end needs evaluation during training: set eval_strategy "
-                "to 'steps' or 'epoch'.",
-            )
-            check(
-                self.save_strategy == self.eval_strategy or self.eval_strategy == "no",
-                f"load_best_model_at_end needs save_strategy ({self.save_strategy!r}) to match "
-                f"eval_strategy ({self.eval_strategy!r}), so that evaluated steps are saved.",
-            )
-            if self.save_strategy == self.eval_strategy == "steps" and _is_int(self.eval_steps, 1):
-                check(
-                    self.save_steps > 0 and self.save_steps % self.eval_steps == 0,
-                    f"load_best_model_at_end: save_steps ({self.save_steps}) must be a multiple "
-                    f"of eval_steps ({self.eval_steps}) so that evaluated steps are saved.",
-                )
-        if self.logging_dir is None and self.output_dir:
-            self.logging_dir = os.path.join(self.output_dir, "runs")
-        if self.resume_from_checkpoint is not None:
-            self.resume_from_checkpoint = os.fspath(self.resume_from_checkpoint)
-        try:
-            check_settings(self.coordinator_address, self.num_processes, self.process_id)
-        except ValueError as err:
-            errors.append(str(err))
-
-        if errors:
-            raise ValueError("Invalid TrainingArguments:\n  - " + "\n  - ".join(errors))
+        check_and_resolve(self)
 
     @property
     def best_metric_key(self) -> str | None:
@@ -497,61 +324,3 @@ class TrainingArguments:
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-
-def _report_to_list(value: Any, errors: list[str]) -> list[str]:
-    """``"tensorboard,mlflow"`` / ``["tensorboard", "mlflow"]`` / ``"all"`` / ``"none"`` / None ->
-    the list of trackers, in the order given, without repeats; ``all`` is every tracker whose
-    package is installed (as in Hugging Face)."""
-    if value is None:
-        return []
-    items = [value] if isinstance(value, str) else list(value)
-    names: list[str] = []
-    for item in items:
-        for name in str(item).replace(",", " ").split():
-            name = name.strip().lower()
-            if name == "all":
-                names.extend(n for n in REPORT_TO if is_installed(_TRACKER_MODULES[n]))
-            elif name in REPORT_TO:
-                names.append(name)
-            elif name != "none":
-                errors.append(
-                    f"report_to: unknown tracker {name!r}; choose from {', '.join(REPORT_TO)}, "
-                    "all or none."
-                )
-    return list(dict.fromkeys(names))
-
-
-_TRACKER_MODULES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
-
-
-def is_installed(module: str) -> bool:
-    """Whether ``module`` can be imported (looked up without importing it)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None
-        return False
-
-
-def _profile_steps(value: Any, errors: list[str]) -> str | None:
-    """``"A,B"`` or ``(A, B)`` with 1 <= A <= B -> the canonical string ``"A,B"``."""
-    if value is None or value == "":
-        return None
-    parts = str(value).replace(" ", "").split(",") if isinstance(value, str) else list(value)
-    try:
-        first, last = (int(p) for p in parts)
-    except (TypeError, ValueError):
-        errors.append(f"profile_steps must be 'A,B' (two step numbers), got {value!r}.")
-        return None
-    if not 1 <= first <= last:
-        errors.append(f"profile_steps A,B needs 1 <= A <= B, got {value!r}.")
-        return None
-    return f"{first},{last}"
-
-
-def _is_int(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -2,38 +2,41 @@
 
 Families (by `config.json` `model_type`): bert, roberta / xlm-roberta / camembert, distilbert,
 electra, deberta-v2 (DeBERTa-v2/v3, mDeBERTa-v3), modernbert. See `docs/internals.md` for the
-forward contract.
+forward contract. Each family lives in `flaxtrainer.models.families`; importing this package
+registers them all.
 """
 
 from flaxtrainer.errors import ModelLoadError
-from flaxtrainer.models import (  # noqa: F401  (registration)
-    bert,
-    deberta_v2,
-    distilbert,
-    electra,
-    modernbert,
-    roberta,
-)
 from flaxtrainer.models.auto import from_pretrained, load_config, read_config, save_pretrained
-from flaxtrainer.models.bert import BertConfig, BertForTokenClassification, BertModel
 from flaxtrainer.models.config import EncoderConfig
-from flaxtrainer.models.deberta_v2 import DebertaV2Config, DebertaV2ForTokenClassification
-from flaxtrainer.models.distilbert import (
+from flaxtrainer.models.families.bert import BertConfig, BertForTokenClassification, BertModel
+from flaxtrainer.models.families.deberta_v2 import DebertaV2ForTokenClassification
+from flaxtrainer.models.families.deberta_v2_config import DebertaV2Config
+from flaxtrainer.models.families.distilbert import (
     DistilBertConfig,
     DistilBertForTokenClassification,
     DistilBertModel,
 )
-from flaxtrainer.models.electra import ElectraConfig, ElectraForTokenClassification, ElectraModel
+from flaxtrainer.models.families.electra import (
+    ElectraConfig,
+    ElectraForTokenClassification,
+    ElectraModel,
+)
+from flaxtrainer.models.families.modernbert import ModernBertForTokenClassification
+from flaxtrainer.models.families.modernbert_config import ModernBertConfig
+from flaxtrainer.models.families.roberta import (
+    RobertaConfig,
+    RobertaForTokenClassification,
+    RobertaModel,
+)
 from flaxtrainer.models.hub import resolve_model_path
 from flaxtrainer.models.layers import segment_position_ids
-from flaxtrainer.models.modernbert import ModernBertConfig, ModernBertForTokenClassification
 from flaxtrainer.models.registry import (
     ModelFamily,
     family_for,
     register_family,
     supported_model_types,
 )
-from flaxtrainer.models.roberta import RobertaConfig, RobertaForTokenClassification, RobertaModel
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
 
 __all__ = [

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from flaxtrainer.errors import ModelLoadError
+from flaxtrainer.models.layers import SUPPORTED_ACTIVATIONS
 
 # config.json keys that the config owns (or that describe a saved file rather than the model);
 # everything else is kept verbatim in `extra_json` and written back on save.
@@ -78,6 +79,22 @@ class EncoderConfig:
             if value is not None and not 0 <= value < 1:
                 problems.append(f"{name}={value} must be in [0, 1)")
         return problems
+
+    def _check_heads(self, width: str, heads: str) -> list[str]:
+        """The problem when the field `width` does not split into the field `heads` (> 0)."""
+        size, count = getattr(self, width), getattr(self, heads)
+        if count > 0 and size % count:
+            return [f"{width}={size} is not divisible by {heads}={count}"]
+        return []
+
+    def _check_activations(self, *names: str) -> list[str]:
+        """Problems with activation fields that name no supported activation."""
+        return [
+            f"{name}={getattr(self, name)!r} is not supported "
+            f"(use one of {', '.join(SUPPORTED_ACTIVATIONS)})"
+            for name in names
+            if getattr(self, name) not in SUPPORTED_ACTIVATIONS
+        ]
 
     # ---- labels -----------------------------------------------------------------------------
     @property

@@ -112,16 +112,24 @@ class WeightTable:
 
     `backbone` rules are relative to the base-model prefix on the Hugging Face side (`"bert."`)
     and to `model.encoder` on the NNX side. Base-model exports (e.g. sentence-transformers) store
-    the same keys without the prefix; both spellings load.
+    the same keys without the prefix; both spellings load. `head` rules are the
+    token-classification head (`classifier`), reinitialised for new labels. `outside` rules are
+    pretrained keys outside the prefix that load like the encoder and are kept when the
+    classifier is reinitialised (ModernBERT's prediction head `head.*`); their NNX paths are
+    relative to the token-classification model.
     """
 
     prefix: str
     backbone: tuple[WeightRule, ...]
     head: tuple[WeightRule, ...] = HEAD_RULES
+    outside: tuple[WeightRule, ...] = ()
 
     def to_nnx(self, key: str) -> tuple[str, Transform, bool] | None:
         """`(nnx path, transform, is_head)` for a checkpoint key, or None if the key is unused."""
         key = _legacy_rename(key)
+        found = _match(self.outside, key, to_nnx=True)
+        if found is not None:
+            return found[0], found[1], False
         if key.startswith(self.prefix):
             found = _match(self.backbone, key[len(self.prefix) :], to_nnx=True)
             return None if found is None else (f"encoder.{found[0]}", found[1], False)
@@ -137,7 +145,11 @@ class WeightTable:
             found = _match(self.backbone, path[len("encoder.") :], to_nnx=False)
             if found is not None:
                 return self.prefix + found[0], found[1]
-        found = _match(self.head, path, to_nnx=False) or _match(CRF_RULES, path, to_nnx=False)
+        found = (
+            _match(self.outside, path, to_nnx=False)
+            or _match(self.head, path, to_nnx=False)
+            or _match(CRF_RULES, path, to_nnx=False)
+        )
         if found is None:
             raise KeyError(f"no weight rule maps the NNX parameter {path!r} to a checkpoint key")
         return found

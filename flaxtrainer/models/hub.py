@@ -126,8 +126,6 @@ def resolve_model_name(name: str) -> str:
 def local_model_folder(name: str, revision: str | None = None) -> str:
     """The local folder of a model: a path, a packaged model's name, or a hub id downloaded
     (or found in the cache) at `revision`."""
-    from flaxtrainer.models import resolve_model_path
-
     return str(resolve_model_path(resolve_model_name(name), revision=revision))
 
 

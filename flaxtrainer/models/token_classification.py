@@ -15,7 +15,7 @@ from jax.typing import DTypeLike
 from flaxtrainer.models.config import EncoderConfig
 from flaxtrainer.models.crf import CrfTransitions
 from flaxtrainer.models.dropout import Dropout, token_ids
-from flaxtrainer.models.layers import dense
+from flaxtrainer.models.encoder import Encoder
 
 #: How a new classifier head's kernel is drawn: normal(0, std) with std from
 #: - "lecun": 1/sqrt(hidden size), the scale of Flax's default Dense init (lecun_normal), which
@@ -53,11 +53,15 @@ def parse_classifier_init(value: str | float) -> ClassifierInit:
 class EncoderForTokenClassification(nnx.Module):
     """`encoder` (a family backbone) + dropout + `classifier`; returns float32 logits.
 
-    Subclasses set `backbone` to the family's encoder class. `model.encoder(...)` takes the same
-    inputs as the model and returns the last hidden state `[batch, seq, d_model]`.
+    Subclasses set `backbone` to the family's encoder class, and `prediction_head` to a module
+    class when the family puts one between the encoder and the classifier (ModernBERT; built as
+    `prediction_head(config, dtype=..., param_dtype=..., rngs=...)`, kept as `model.head`).
+    `model.encoder(...)` takes the same inputs as the model and returns the last hidden state
+    `[batch, seq, d_model]`.
     """
 
-    backbone: ClassVar[type[nnx.Module]]
+    backbone: ClassVar[type[Encoder]]
+    prediction_head: ClassVar[type[nnx.Module] | None] = None
 
     def __init__(
         self,
@@ -77,10 +81,19 @@ class EncoderForTokenClassification(nnx.Module):
         self.classifier = self._new_classifier(rngs, self.hf_classifier_std())
         if config.crf:
             self.crf = CrfTransitions(config.num_labels, param_dtype=param_dtype)
+        if self.prediction_head is not None:
+            self.head = self.prediction_head(
+                config, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            )
 
     def hf_classifier_std(self) -> float:
         """Std of the classifier kernel in the family's Hugging Face PyTorch model."""
         return self.config.initializer_range
+
+    def kernel_init(self, std: float) -> jax.nn.initializers.Initializer:
+        """How the family's Hugging Face model draws a kernel of std `std`: normal(0, std)
+        (ModernBERT truncates it)."""
+        return nnx.initializers.normal(std)
 
     def classifier_std(self, init: ClassifierInit) -> float:
         """The std that `init` ("lecun", "hf" or a float) gives this model's classifier."""
@@ -92,12 +105,15 @@ class EncoderForTokenClassification(nnx.Module):
         return float(init)
 
     def _new_classifier(self, rngs: nnx.Rngs, std: float) -> nnx.Linear:
-        return dense(
+        """A `d_model -> num_labels` linear layer with a bias (every family's Hugging Face
+        classifier has one): kernel from `kernel_init(std)`, bias zero."""
+        return nnx.Linear(
             self.config.d_model,
             self.config.num_labels,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            init_std=std,
+            kernel_init=self.kernel_init(std),
+            bias_init=nnx.initializers.zeros_init(),
             rngs=rngs,
         )
 
@@ -168,6 +184,6 @@ class EncoderForTokenClassification(nnx.Module):
         return self.classifier(hidden).astype(jnp.float32)
 
     def head_features(self, hidden: jax.Array) -> jax.Array:
-        """What the classifier reads from the encoder's output: the output itself (a family
-        with a prediction head in between, e.g. ModernBERT, overrides this)."""
-        return hidden
+        """What the classifier reads from the encoder's output: the output itself, or what the
+        family's `prediction_head` makes of it."""
+        return hidden if self.prediction_head is None else self.head(hidden)

@@ -24,14 +24,6 @@ DATA_AXIS = "data"
 
 T = TypeVar("T")
 
-#: The label of a token that takes no loss and no metric (padding, special tokens, context,
-#: continuation pieces): Hugging Face's ``ignore_index``. Its one home; tasks import it.
-IGNORE_INDEX = -100
-
-#: Fill values for padded positions and padded rows, by array name; other names pad with 0.
-#: ``labels`` pad with ``IGNORE_INDEX``, so padded tokens and rows count nowhere.
-DEFAULT_PAD_VALUES: dict[str, int] = {"labels": IGNORE_INDEX, "attention_mask": 0, "input_ids": 0}
-
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh named ``"data"`` over ``devices`` (default: all devices).
@@ -147,7 +139,8 @@ def assemble_rows(
     source_rows: np.ndarray,
     mesh: Mesh,
     batch_axis: int = 0,
-    pad_values: Mapping[str, int] | None = None,
+    *,
+    pad_values: Mapping[str, int],
     segment_name: str | None = None,
 ) -> dict[str, jax.Array]:
     """A global batch from (partial) rows spread over processes, in a row order the caller
@@ -157,8 +150,8 @@ def assemble_rows(
     the same on every process; unused rows are ignored). Stacked over processes they form a
     global array whose rows :func:`process_rows` locates. ``source_rows`` ``[*leading, rows, K]``,
     the same on every process, gives for each row of the result up to ``K`` global rows to merge
-    (``-1``: none; a row with none is a padding row, filled with ``pad_values``, e.g. labels
-    -100). Several sources of a row are partial rows, each holding its tokens where its
+    (``-1``: none; a row with none is a padding row). Padding is filled with ``pad_values`` by
+    array name (the batch format's, e.g. labels -100; other names 0). Several sources of a row are partial rows, each holding its tokens where its
     ``segment_name`` array is nonzero (packed rows: segment ids); a token no source holds is
     padding. Without ``segment_name`` a row must have at most one source. The result is sharded
     on ``"data"`` along ``batch_axis == len(leading)``, exactly as if one process had built it.
@@ -176,7 +169,7 @@ def assemble_rows(
     sources = jax.make_array_from_process_local_data(
         replicated(mesh), np.asarray(source_rows, np.int32)
     )
-    pads = tuple(sorted({**DEFAULT_PAD_VALUES, **(pad_values or {})}.items()))
+    pads = tuple(sorted(pad_values.items()))
     return _row_gather(mesh, batch_axis, pads, segment_name)(global_arrays, sources)
 
 
@@ -220,17 +213,15 @@ def _row_gather(
 
 
 def pad_rows(
-    batch: Mapping[str, np.ndarray],
-    num_rows: int,
-    pad_values: Mapping[str, int] | None = None,
+    batch: Mapping[str, np.ndarray], num_rows: int, pad_values: Mapping[str, int]
 ) -> dict[str, np.ndarray]:
-    """Pad every array of ``batch`` along axis 0 to ``num_rows`` rows.
+    """Pad every array of ``batch`` along axis 0 to ``num_rows`` rows, filled with
+    ``pad_values`` by array name (other names: 0).
 
-    Padded rows have labels -100 and attention_mask 0 (see ``DEFAULT_PAD_VALUES``), so they
-    add nothing to loss sums, counts or metrics. Used for the last, partial batch of an epoch
-    or an evaluation, which is padded, never dropped.
+    The batch format's pad values (``batching.batch_format``) give padded rows labels -100 and
+    attention_mask 0, so they add nothing to loss sums, counts or metrics. Used for the last,
+    partial batch of an epoch or an evaluation, which is padded, never dropped.
     """
-    values = {**DEFAULT_PAD_VALUES, **(pad_values or {})}
     out = {}
     for name, array in batch.items():
         missing = num_rows - array.shape[0]
@@ -239,7 +230,7 @@ def pad_rows(
         if missing == 0:
             out[name] = array
             continue
-        fill = np.full((missing, *array.shape[1:]), values.get(name, 0), dtype=array.dtype)
+        fill = np.full((missing, *array.shape[1:]), pad_values.get(name, 0), dtype=array.dtype)
         out[name] = np.concatenate([array, fill], axis=0)
     return out
 

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flaxtrainer.runtime.sharding import (
-    IGNORE_INDEX as IGNORE_INDEX,  # its home; tasks import it here
-)
+from flaxtrainer.batching.batch_format import IGNORE_INDEX
 from flaxtrainer.tasks.windows import plan_windows
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from flaxtrainer.tasks.alignment import IGNORE_INDEX
+from flaxtrainer.batching.batch_format import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

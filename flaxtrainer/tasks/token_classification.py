@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from flaxtrainer.batching.batch_format import IGNORE_INDEX
 from flaxtrainer.models.crf import WORD_STARTS, add_word_starts
 from flaxtrainer.models.crf import batch_decode as crf_batch_decode
 from flaxtrainer.models.crf import batch_nll as crf_batch_nll
 from flaxtrainer.tasks.alignment import (
-    IGNORE_INDEX,
     AlignStats,
     align_sentence,
     check_tokenizer,

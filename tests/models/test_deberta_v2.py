@@ -15,6 +15,8 @@ from flax import nnx
 from hf_reference import Batch, flax_logits, padded_batch, randomize_, torch_logits
 
 from flaxtrainer.models import (
+    DebertaV2Config,
+    DebertaV2ForTokenClassification,
     ModelLoadError,
     family_for,
     from_pretrained,
@@ -22,11 +24,7 @@ from flaxtrainer.models import (
     save_pretrained,
     segment_position_ids,
 )
-from flaxtrainer.models.deberta_v2 import (
-    DebertaV2Config,
-    DebertaV2ForTokenClassification,
-    log_bucket_position,
-)
+from flaxtrainer.models.families.deberta_v2_attention import log_bucket_position
 
 ATOL = 1e-5
 LABELS = {0: "O", 1: "B-PER", 2: "I-PER"}

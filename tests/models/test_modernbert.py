@@ -15,12 +15,13 @@ from hf_reference import randomize_
 
 from flaxtrainer.models import (
     ModelLoadError,
+    ModernBertConfig,
+    ModernBertForTokenClassification,
     from_pretrained,
     read_config,
     save_pretrained,
     segment_position_ids,
 )
-from flaxtrainer.models.modernbert import ModernBertConfig, ModernBertForTokenClassification
 
 ATOL = 1e-5
 SEQ, LENGTHS, VOCAB = 16, (16, 11, 3), 99

@@ -10,6 +10,7 @@ import pytest
 from training.toy import ToyTask, make_dataset
 
 from flaxtrainer import TrainingArguments
+from flaxtrainer.batching.batch_format import DEFAULT_PAD_VALUES
 from flaxtrainer.batching.batchers import Batcher, PackingBatcher
 from flaxtrainer.batching.input_pipeline import Placement, PreparedData
 from flaxtrainer.batching.layouts import PackedLayout, PaddedLayout
@@ -404,7 +405,8 @@ def test_assemble_rows_on_devices():
         "labels": rng.integers(0, 3, (2, 8, 5)).astype(np.int32),
     }
     source = np.array([[7, 6, 5, 4, 3, 2, 1, -1], [0, -1, -1, 2, 4, 6, 1, 3]], np.int32)
-    out = assemble_rows(local, source[..., None], mesh, batch_axis=1, pad_values={"input_ids": 9})
+    pads = {**DEFAULT_PAD_VALUES, "input_ids": 9}
+    out = assemble_rows(local, source[..., None], mesh, batch_axis=1, pad_values=pads)
     (rows,) = process_rows(mesh, 8)  # one process holds every row
     np.testing.assert_array_equal(rows, np.arange(8))
     for name, array in local.items():
@@ -413,7 +415,9 @@ def test_assemble_rows_on_devices():
         want = np.where(source[..., None] >= 0, want, pad)
         np.testing.assert_array_equal(np.asarray(out[name]), want)
         assert out[name].sharding.spec == jax.sharding.PartitionSpec(None, "data")
-    flat = assemble_rows({"labels": local["labels"][0]}, source[0][:, None], mesh)
+    flat = assemble_rows(
+        {"labels": local["labels"][0]}, source[0][:, None], mesh, pad_values=DEFAULT_PAD_VALUES
+    )
     np.testing.assert_array_equal(np.asarray(flat["labels"])[:7], local["labels"][0][7:0:-1])
     assert (np.asarray(flat["labels"])[7] == -100).all()
 

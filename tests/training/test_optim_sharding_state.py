@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from flaxtrainer import TrainingArguments
+from flaxtrainer.batching.batch_format import DEFAULT_PAD_VALUES
 from flaxtrainer.callbacks.state import TrainerControl, TrainerState
 from flaxtrainer.runtime.sharding import DATA_AXIS, make_mesh, pad_rows, put_batch
 from flaxtrainer.training.optim import decay_mask, make_optimizer, make_schedule, path_names
@@ -68,7 +69,9 @@ def test_mesh_put_batch_and_pad_rows():
     mesh = make_mesh()
     assert mesh.shape[DATA_AXIS] == len(jax.devices()) == 8
     batch = pad_rows(
-        {"input_ids": np.ones((5, 4), np.int32), "labels": np.ones((5, 4), np.int32)}, 8
+        {"input_ids": np.ones((5, 4), np.int32), "labels": np.ones((5, 4), np.int32)},
+        8,
+        DEFAULT_PAD_VALUES,
     )
     assert batch["labels"][5:].tolist() == [[-100] * 4] * 3 and batch["input_ids"][5:].sum() == 0
     arrays = put_batch(batch, mesh)
@@ -76,7 +79,7 @@ def test_mesh_put_batch_and_pad_rows():
         0
     ].data.shape == (1, 4)
     with pytest.raises(ValueError, match="more than 4"):
-        pad_rows({"x": np.ones((5, 1))}, 4)
+        pad_rows({"x": np.ones((5, 1))}, 4, DEFAULT_PAD_VALUES)
 
 
 def test_trainer_state_json_round_trip(tmp_path):

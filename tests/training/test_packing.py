@@ -8,8 +8,12 @@ from flax import nnx
 
 from flaxtrainer import FlaxTrainer, TrainingArguments
 from flaxtrainer.batching.sampler import LengthGroupedSampler
-from flaxtrainer.models import BertConfig, BertForTokenClassification
-from flaxtrainer.models.roberta import RobertaConfig, RobertaForTokenClassification
+from flaxtrainer.models import (
+    BertConfig,
+    BertForTokenClassification,
+    RobertaConfig,
+    RobertaForTokenClassification,
+)
 
 from .toy import (
     NUM_LABELS,

@@ -14,14 +14,9 @@ from jax.typing import DTypeLike
 
 from flaxtrainer.models.config import EncoderConfig
 from flaxtrainer.models.dropout import Dropout
+from flaxtrainer.models.encoder import Encoder
 from flaxtrainer.models.hf_weights import WeightRule, WeightTable, embedding, layer_norm, linear
-from flaxtrainer.models.layers import (
-    SUPPORTED_ACTIVATIONS,
-    TransformerLayer,
-    ones_mask,
-    run_layers,
-    sequential_position_ids,
-)
+from flaxtrainer.models.layers import TransformerLayer, run_layers
 from flaxtrainer.models.layers import layer_norm as make_layer_norm
 from flaxtrainer.models.registry import ModelFamily, register_family
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
@@ -68,15 +63,8 @@ class BertConfig(EncoderConfig):
             ),
             rates=("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"),
         )
-        if self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads:
-            problems.append(
-                f"hidden_size={self.hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            problems.append(
-                f"hidden_act={self.hidden_act!r} is not supported (use one of {', '.join(SUPPORTED_ACTIVATIONS)})"
-            )
+        problems += self._check_heads("hidden_size", "num_attention_heads")
+        problems += self._check_activations("hidden_act")
         position_type = json.loads(self.extra_json).get("position_embedding_type", "absolute")
         if position_type != "absolute":
             problems.append(
@@ -130,7 +118,7 @@ class BertEmbeddings(nnx.Module):
         return self.dropout(self.layer_norm(x), deterministic=deterministic, rngs=rngs)
 
 
-class BertModel(nnx.Module):
+class BertModel(Encoder):
     """The BERT encoder; returns the last hidden state `[batch, seq, hidden_size]`."""
 
     def __init__(
@@ -169,9 +157,6 @@ class BertModel(nnx.Module):
     def embedding_width(config: BertConfig) -> int:
         return config.hidden_size
 
-    def default_position_ids(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        return sequential_position_ids(input_ids)
-
     def embed(
         self,
         input_ids: jax.Array,
@@ -185,22 +170,16 @@ class BertModel(nnx.Module):
             input_ids, token_type_ids, position_ids, deterministic=deterministic, rngs=rngs
         )
 
-    def __call__(
+    def encode(
         self,
         input_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        token_type_ids: jax.Array | None = None,
-        position_ids: jax.Array | None = None,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array,
+        position_ids: jax.Array,
         *,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
     ) -> jax.Array:
-        if attention_mask is None:
-            attention_mask = ones_mask(input_ids)
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = self.default_position_ids(input_ids, attention_mask)
         x = self.embed(
             input_ids, token_type_ids, position_ids, deterministic=deterministic, rngs=rngs
         )

@@ -8,7 +8,12 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from flaxtrainer.models.bert import BERT_EMBEDDING_RULES, BertConfig, BertModel, bert_layer_rules
+from flaxtrainer.models.families.bert import (
+    BERT_EMBEDDING_RULES,
+    BertConfig,
+    BertModel,
+    bert_layer_rules,
+)
 from flaxtrainer.models.hf_weights import WeightTable
 from flaxtrainer.models.registry import ModelFamily, register_family
 from flaxtrainer.models.token_classification import EncoderForTokenClassification

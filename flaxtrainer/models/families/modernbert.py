@@ -20,9 +20,9 @@ inside one contiguous sentence `|i - j|` equals the distance of the positions, a
 sentences are masked anyway, so each sentence sees exactly the window it would see on its own
 row. The window is handed to `jax.nn.dot_product_attention` as `local_window_size`.
 
-Not supported (refused with `ModelLoadError`): rotary types other than the default (`rope_scaling`,
-non-default `rope_parameters`), a `head_dim` other than `hidden_size / num_attention_heads`, layer
-types other than full / sliding attention. Base-model exports (`ModernBertModel` alone, without
+Not supported: rotary types other than the default, a `head_dim` other than `hidden_size /
+num_attention_heads`, layer types other than full / sliding attention (the hyper-parameters and
+their checks are in `modernbert_config.py`). Base-model exports (`ModernBertModel` alone, without
 `head.*`) fail to load with "missing tensor head.dense.weight"; the hub checkpoints are masked-LM
 ones, which carry the head.
 
@@ -35,198 +35,40 @@ the token-classification head that is reinitialised for new labels.
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Mapping
-from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from flaxtrainer.errors import ModelLoadError
-from flaxtrainer.models.config import EncoderConfig
 from flaxtrainer.models.dropout import Dropout
-from flaxtrainer.models.hf_weights import (
-    Transform,
-    WeightRule,
-    WeightTable,
-    embedding,
-    layer_norm,
-    linear,
-)
+from flaxtrainer.models.encoder import Encoder
+from flaxtrainer.models.families.modernbert_config import LOCAL, ModernBertConfig
+from flaxtrainer.models.hf_weights import WeightTable, embedding, layer_norm, linear
 from flaxtrainer.models.layers import (
-    SUPPORTED_ACTIVATIONS,
     activation,
     apply_rotary,
     attention,
     attention_pairs,
-    ones_mask,
     rotary_tables,
-    sequential_position_ids,
 )
 from flaxtrainer.models.layers import layer_norm as make_layer_norm
 from flaxtrainer.models.registry import ModelFamily, register_family
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
 
-GLOBAL, LOCAL = "full_attention", "sliding_attention"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ModernBertConfig(EncoderConfig):
-    """ModernBERT hyper-parameters, named as in Hugging Face `config.json`.
-
-    `layer_types` is filled from `global_attn_every_n_layers` when the config does not list it.
-    Newer `config.json` files give the rotary bases as `rope_parameters`; they are read into
-    `global_rope_theta` / `local_rope_theta` (only the default rotary type is supported).
-    """
-
-    model_type: str = "modernbert"
-    vocab_size: int = 50368
-    hidden_size: int = 768
-    intermediate_size: int = 1152
-    num_hidden_layers: int = 22
-    num_attention_heads: int = 12
-    hidden_activation: str = "gelu"
-    max_position_embeddings: int = 8192
-    initializer_cutoff_factor: float = 2.0
-    norm_eps: float = 1e-5
-    norm_bias: bool = False
-    pad_token_id: int = 50283
-    attention_bias: bool = False
-    attention_dropout: float = 0.0
-    global_attn_every_n_layers: int = 3
-    layer_types: tuple[str, ...] = ()
-    local_attention: int = 128
-    global_rope_theta: float = 160_000.0
-    local_rope_theta: float = 10_000.0
-    embedding_dropout: float = 0.0
-    mlp_bias: bool = False
-    mlp_dropout: float = 0.0
-    classifier_dropout: float = 0.0
-    classifier_bias: bool = False
-    classifier_activation: str = "gelu"
-
-    architectures: ClassVar = {"modernbert": "ModernBertForTokenClassification"}
-
-    def __post_init__(self) -> None:
-        types = tuple(self.layer_types or ())
-        if not types and self.global_attn_every_n_layers > 0:
-            every = self.global_attn_every_n_layers
-            types = tuple(LOCAL if i % every else GLOBAL for i in range(self.num_hidden_layers))
-        object.__setattr__(self, "layer_types", types)
-        super().__post_init__()
-
-    @property
-    def d_model(self) -> int:
-        return self.hidden_size
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def classifier_dropout_rate(self) -> float:
-        return self.classifier_dropout
-
-    @property
-    def sliding_window(self) -> int:
-        """Half width of the local window (Hugging Face's `config.sliding_window`)."""
-        return self.local_attention // 2
-
-    def problems(self) -> list[str]:
-        problems = super().problems() + self._check_ranges(
-            positive=(
-                "vocab_size",
-                "hidden_size",
-                "intermediate_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "max_position_embeddings",
-                "local_attention",
-                "global_attn_every_n_layers",
-                "global_rope_theta",
-                "local_rope_theta",
-            ),
-            rates=("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout"),
-        )
-        heads = self.num_attention_heads
-        if heads > 0 and self.hidden_size % heads:
-            problems.append(
-                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={heads}"
-            )
-        elif heads > 0 and self.head_dim % 2:
-            problems.append(f"rotary embeddings need an even head size, got {self.head_dim}")
-        for name in ("hidden_activation", "classifier_activation"):
-            if getattr(self, name) not in SUPPORTED_ACTIVATIONS:
-                problems.append(
-                    f"{name}={getattr(self, name)!r} is not supported "
-                    f"(use one of {', '.join(SUPPORTED_ACTIVATIONS)})"
-                )
-        if len(self.layer_types) != self.num_hidden_layers:
-            problems.append(
-                f"layer_types lists {len(self.layer_types)} layers, "
-                f"num_hidden_layers={self.num_hidden_layers}"
-            )
-        unknown = sorted({str(t) for t in self.layer_types} - {GLOBAL, LOCAL})
-        if unknown:
-            problems.append(f"layer_types {unknown} are not supported (use {GLOBAL!r}, {LOCAL!r})")
-        extra = json.loads(self.extra_json)
-        if extra.get("head_dim") not in (None, self.head_dim if heads > 0 else None):
-            problems.append(
-                f"head_dim={extra['head_dim']} differs from hidden_size / num_attention_heads"
-            )
-        if extra.get("rope_scaling") is not None:
-            problems.append(f"rope_scaling={extra['rope_scaling']!r} is not supported")
-        return problems
-
-    @classmethod
-    def from_hf_dict(cls, data: Mapping[str, Any], source: str = "config.json") -> ModernBertConfig:
-        """Also reads `rope_parameters` (transformers 5) into the two rotary bases."""
-        data = dict(data)
-        rope = data.pop("rope_parameters", None)
-        if rope is not None:
-            for layer_type, field in ((GLOBAL, "global_rope_theta"), (LOCAL, "local_rope_theta")):
-                params = rope.get(layer_type) if isinstance(rope, Mapping) else None
-                if params is None:
-                    continue
-                if not isinstance(params, Mapping) or params.get("rope_type", "default") != (
-                    "default"
-                ):
-                    raise ModelLoadError(
-                        f"{source}: rope_parameters[{layer_type!r}]={params!r}: only the default "
-                        "rotary embedding (rope_type 'default') is supported"
-                    )
-                unsupported = sorted(set(params) - {"rope_type", "rope_theta"})
-                if unsupported:
-                    raise ModelLoadError(
-                        f"{source}: rope_parameters[{layer_type!r}] sets {unsupported}, "
-                        "which are not supported"
-                    )
-                if "rope_theta" in params:
-                    data[field] = params["rope_theta"]
-        if data.get("layer_types") is not None:
-            if not isinstance(data["layer_types"], list | tuple):
-                raise ModelLoadError(f"{source}: layer_types must be a list of layer types")
-            data["layer_types"] = tuple(data["layer_types"])
-        return super().from_hf_dict(data, source)  # type: ignore[return-value]
-
-    def to_hf_dict(self) -> dict[str, Any]:
-        out = super().to_hf_dict()
-        out["layer_types"] = list(self.layer_types)
-        out["rope_parameters"] = {
-            GLOBAL: {"rope_type": "default", "rope_theta": self.global_rope_theta},
-            LOCAL: {"rope_type": "default", "rope_theta": self.local_rope_theta},
-        }
-        return out
-
-
 # ---- modules --------------------------------------------------------------------------------------
+
+
+def truncated_normal(config: ModernBertConfig, std: float) -> jax.nn.initializers.Initializer:
+    """Hugging Face ModernBERT's init: normal(0, std) truncated at +-`initializer_cutoff_factor`
+    std."""
+    cutoff = config.initializer_cutoff_factor
+    return jax.nn.initializers.truncated_normal(std, lower=-cutoff, upper=cutoff)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Build:
-    """Makes layers initialised like Hugging Face ModernBERT (normal truncated at +-cutoff std)."""
+    """Makes layers initialised like Hugging Face ModernBERT (:func:`truncated_normal`)."""
 
     config: ModernBertConfig
     dtype: DTypeLike
@@ -234,8 +76,7 @@ class _Build:
     rngs: nnx.Rngs
 
     def init(self, std: float) -> jax.nn.initializers.Initializer:
-        cutoff = self.config.initializer_cutoff_factor
-        return jax.nn.initializers.truncated_normal(std, lower=-cutoff, upper=cutoff)
+        return truncated_normal(self.config, std)
 
     @property
     def out_std(self) -> float:
@@ -369,7 +210,7 @@ class ModernBertEmbeddings(nnx.Module):
         return self.dropout(x, deterministic=deterministic, rngs=rngs)
 
 
-class ModernBertModel(nnx.Module):
+class ModernBertModel(Encoder):
     """The ModernBERT encoder; returns the last hidden state (after `final_norm`)."""
 
     def __init__(
@@ -387,22 +228,17 @@ class ModernBertModel(nnx.Module):
         self.layers = nnx.List([ModernBertLayer(build, i) for i in range(config.num_hidden_layers)])
         self.final_norm = build.norm()
 
-    def __call__(
+    def encode(
         self,
         input_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        token_type_ids: jax.Array | None = None,
-        position_ids: jax.Array | None = None,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array,
+        position_ids: jax.Array,
         *,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
     ) -> jax.Array:
-        """`token_type_ids` is accepted for a uniform signature and ignored."""
-        del token_type_ids
-        if attention_mask is None:
-            attention_mask = ones_mask(input_ids)
-        if position_ids is None:
-            position_ids = sequential_position_ids(input_ids)
+        del token_type_ids  # ModernBERT has no token types
         x = self.embeddings(input_ids, deterministic=deterministic, rngs=rngs)
         pairs = attention_pairs(attention_mask)
         # (global, local) tables, indexed by `layer.local`.
@@ -415,8 +251,15 @@ class ModernBertModel(nnx.Module):
 class ModernBertPredictionHead(nnx.Module):
     """`norm(act(dense(x)))`, applied to every token before the classifier."""
 
-    def __init__(self, build: _Build):
-        config = build.config
+    def __init__(
+        self,
+        config: ModernBertConfig,
+        *,
+        dtype: DTypeLike = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        build = _Build(config, dtype, param_dtype, rngs)
         self.dense = build.linear(
             config.hidden_size,
             config.hidden_size,
@@ -434,64 +277,17 @@ class ModernBertForTokenClassification(EncoderForTokenClassification):
     """`encoder` (the Hugging Face `model`), prediction `head`, dropout, `classifier`."""
 
     backbone = ModernBertModel
-
-    def __init__(
-        self,
-        config: ModernBertConfig,
-        *,
-        dtype: DTypeLike = jnp.float32,
-        param_dtype: DTypeLike = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.head = ModernBertPredictionHead(_Build(config, dtype, param_dtype, rngs))
+    prediction_head = ModernBertPredictionHead
 
     def hf_classifier_std(self) -> float:
         """Hugging Face's ModernBERT draws its classifier with std 1/sqrt(hidden)."""
         return self.config.d_model**-0.5
 
-    def _new_classifier(self, rngs: nnx.Rngs, std: float) -> nnx.Linear:
-        build = _Build(self.config, self.dtype, self.param_dtype, rngs)
-        # Hugging Face's classifier always has a bias.
-        width = self.config.d_model
-        return build.linear(width, self.config.num_labels, use_bias=True, std=std)
-
-    def head_features(self, hidden: jax.Array) -> jax.Array:
-        """ModernBERT's prediction head (dense, activation, norm) before the classifier."""
-        return self.head(hidden)
+    def kernel_init(self, std: float) -> jax.nn.initializers.Initializer:
+        return truncated_normal(self.config, std)
 
 
 # ---- checkpoint layout ----------------------------------------------------------------------------
-
-
-def _find(
-    rules: tuple[WeightRule, ...], name: str, *, to_nnx: bool
-) -> tuple[str, Transform] | None:
-    for rule in rules:
-        regex, target = (rule.hf_regex, rule.nnx) if to_nnx else (rule.nnx_regex, rule.hf)
-        found = regex.fullmatch(name)
-        if found:
-            return target.format(**found.groupdict()), rule.transform
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class ModernBertWeightTable(WeightTable):
-    """A :class:`WeightTable` plus `outside` rules: keys outside the base-model prefix that are
-    loaded like the encoder (kept when the classifier is reinitialised). NNX paths of `outside`
-    rules are relative to the token-classification model."""
-
-    outside: tuple[WeightRule, ...] = ()
-
-    def to_nnx(self, key: str) -> tuple[str, Transform, bool] | None:
-        found = _find(self.outside, key, to_nnx=True)
-        if found is not None:
-            return found[0], found[1], False
-        return super().to_nnx(key)
-
-    def to_hf(self, path: str) -> tuple[str, Transform]:
-        found = _find(self.outside, path, to_nnx=False)
-        return found if found is not None else super().to_hf(path)
 
 
 _LAYER = "layers.{layer}"
@@ -514,7 +310,7 @@ FAMILY = register_family(
         name="modernbert",
         config_cls=ModernBertConfig,
         model_cls=ModernBertForTokenClassification,
-        weights=ModernBertWeightTable(
+        weights=WeightTable(
             "model.",
             _ENCODER_RULES,
             outside=(*linear("head.dense", "head.dense"), *layer_norm("head.norm", "head.norm")),

@@ -10,7 +10,12 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from flaxtrainer.models.bert import BERT_EMBEDDING_RULES, BertConfig, BertModel, bert_layer_rules
+from flaxtrainer.models.families.bert import (
+    BERT_EMBEDDING_RULES,
+    BertConfig,
+    BertModel,
+    bert_layer_rules,
+)
 from flaxtrainer.models.hf_weights import WeightTable, linear
 from flaxtrainer.models.layers import dense
 from flaxtrainer.models.registry import ModelFamily, register_family

@@ -6,7 +6,6 @@ import dataclasses
 from typing import Any, ClassVar
 
 from flaxtrainer.models.config import EncoderConfig
-from flaxtrainer.models.layers import SUPPORTED_ACTIVATIONS
 
 POS_ATT_TYPES = ("c2p", "p2c")
 _NORM_REL_EBD = ("none", "layer_norm")
@@ -108,24 +107,20 @@ class DebertaV2Config(EncoderConfig):
                 problems.append(f"{name}={value} must be > 0")
         if self.type_vocab_size < 0:
             problems.append(f"type_vocab_size={self.type_vocab_size} must be >= 0")
-        if self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads:
-            problems.append(
-                f"hidden_size={self.hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
-        elif self.attention_head_size not in (None, self.head_dim) and self.num_attention_heads > 0:
+        indivisible = self._check_heads("hidden_size", "num_attention_heads")
+        problems += indivisible
+        if (
+            not indivisible
+            and self.attention_head_size not in (None, self.head_dim)
+            and self.num_attention_heads > 0
+        ):
             # transformers' attention output projection is hidden_size wide, so no other value
             # gives a working model there either.
             problems.append(
                 f"attention_head_size={self.attention_head_size}: only hidden_size / "
                 f"num_attention_heads = {self.head_dim} is supported"
             )
-        for name in ("hidden_act", "conv_act"):
-            if getattr(self, name) not in SUPPORTED_ACTIVATIONS:
-                problems.append(
-                    f"{name}={getattr(self, name)!r} is not supported "
-                    f"(use one of {', '.join(SUPPORTED_ACTIVATIONS)})"
-                )
+        problems += self._check_activations("hidden_act", "conv_act")
         unknown = [t for t in self.pos_att_type if t not in POS_ATT_TYPES]
         if unknown:
             problems.append(

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from flaxtrainer.models.deberta_v2.config import POS_ATT_TYPES, DebertaV2Config
 from flaxtrainer.models.dropout import Dropout
+from flaxtrainer.models.families.deberta_v2_config import POS_ATT_TYPES, DebertaV2Config
 from flaxtrainer.models.layers import MASKED_SCORE, dense
 
 

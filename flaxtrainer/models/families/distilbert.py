@@ -13,14 +13,9 @@ from jax.typing import DTypeLike
 
 from flaxtrainer.models.config import EncoderConfig
 from flaxtrainer.models.dropout import Dropout
+from flaxtrainer.models.encoder import Encoder
 from flaxtrainer.models.hf_weights import WeightTable, embedding, layer_norm, linear
-from flaxtrainer.models.layers import (
-    SUPPORTED_ACTIVATIONS,
-    TransformerLayer,
-    ones_mask,
-    run_layers,
-    sequential_position_ids,
-)
+from flaxtrainer.models.layers import TransformerLayer, run_layers
 from flaxtrainer.models.layers import layer_norm as make_layer_norm
 from flaxtrainer.models.registry import ModelFamily, register_family
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
@@ -67,13 +62,9 @@ class DistilBertConfig(EncoderConfig):
             ),
             rates=("dropout", "attention_dropout"),
         )
-        if self.n_heads > 0 and self.dim % self.n_heads:
-            problems.append(f"dim={self.dim} is not divisible by n_heads={self.n_heads}")
-        if self.activation not in SUPPORTED_ACTIVATIONS:
-            problems.append(
-                f"activation={self.activation!r} is not supported (use one of {', '.join(SUPPORTED_ACTIVATIONS)})"
-            )
-        return problems
+        return (
+            problems + self._check_heads("dim", "n_heads") + self._check_activations("activation")
+        )
 
 
 class DistilBertEmbeddings(nnx.Module):
@@ -110,7 +101,7 @@ class DistilBertEmbeddings(nnx.Module):
         return self.dropout(self.layer_norm(x), deterministic=deterministic, rngs=rngs)
 
 
-class DistilBertModel(nnx.Module):
+class DistilBertModel(Encoder):
     """The DistilBERT encoder; returns the last hidden state `[batch, seq, dim]`."""
 
     def __init__(
@@ -144,22 +135,17 @@ class DistilBertModel(nnx.Module):
             ]
         )
 
-    def __call__(
+    def encode(
         self,
         input_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        token_type_ids: jax.Array | None = None,
-        position_ids: jax.Array | None = None,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array,
+        position_ids: jax.Array,
         *,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
     ) -> jax.Array:
-        """`token_type_ids` is accepted for a uniform signature and ignored."""
-        del token_type_ids
-        if attention_mask is None:
-            attention_mask = ones_mask(input_ids)
-        if position_ids is None:
-            position_ids = sequential_position_ids(input_ids)
+        del token_type_ids  # DistilBERT has no token types
         x = self.embeddings(input_ids, position_ids, deterministic=deterministic, rngs=rngs)
         return run_layers(self.layers, x, attention_mask, deterministic=deterministic, rngs=rngs)
 

@@ -1,4 +1,20 @@
-"""The DeBERTa-v2 encoder: embeddings, layers, the v2 convolution, the token-classification model."""
+"""DeBERTa-v2 / v3 (`model_type` `deberta-v2`): disentangled attention over bucketed relative positions.
+
+Covers microsoft/deberta-v3-{xsmall,small,base,large}, mdeberta-v3-base and the v2 models
+(`conv_kernel_size` convolution, separate position projections when `share_att_key` is false,
+`embedding_size` projection). Absolute position embeddings (`position_biased_input`, which no
+released v2/v3 model uses) and grouped convolutions are refused with a `ModelLoadError`. The
+enhanced mask decoder is a pre-training head and is not built.
+
+Relative positions come from `position_ids` (default `0..seq-1`, as Hugging Face), so a packed
+row whose `position_ids` restart per sentence (`segment_position_ids`) gives every sentence the
+relative positions it has alone; attention across sentences is masked as in every family, and
+the v2 convolution does not look across a sentence boundary either.
+
+This file: the encoder (embeddings, layers, the v2 convolution), the token-classification model
+and the checkpoint layout. The hyper-parameters are in `deberta_v2_config.py`, the disentangled
+attention in `deberta_v2_attention.py`.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +22,33 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.typing import DTypeLike
 
-from flaxtrainer.models.deberta_v2.attention import DisentangledSelfAttention, relative_positions
-from flaxtrainer.models.deberta_v2.config import DebertaV2Config
 from flaxtrainer.models.dropout import Dropout
+from flaxtrainer.models.encoder import Encoder
+from flaxtrainer.models.families.deberta_v2_attention import (
+    DisentangledSelfAttention,
+    relative_positions,
+)
+from flaxtrainer.models.families.deberta_v2_config import DebertaV2Config
+from flaxtrainer.models.hf_weights import (
+    TRANSPOSE,
+    Transform,
+    WeightRule,
+    WeightTable,
+    embedding,
+    layer_norm,
+    linear,
+)
 from flaxtrainer.models.layers import (
     activation,
     attention_pairs,
     dense,
-    ones_mask,
-    sequential_position_ids,
 )
 from flaxtrainer.models.layers import layer_norm as make_layer_norm
+from flaxtrainer.models.registry import ModelFamily, register_family
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
 
 
@@ -170,7 +199,7 @@ class DebertaV2Embeddings(nnx.Module):
         return self.dropout(x, deterministic=deterministic, rngs=rngs)
 
 
-class DebertaV2Model(nnx.Module):
+class DebertaV2Model(Encoder):
     """The DeBERTa-v2 encoder; returns the last hidden state `[batch, seq, hidden_size]`."""
 
     def __init__(
@@ -221,22 +250,16 @@ class DebertaV2Model(nnx.Module):
             table = self.rel_norm(table)
         return c2p_index, p2c_index, table
 
-    def __call__(
+    def encode(
         self,
         input_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        token_type_ids: jax.Array | None = None,
-        position_ids: jax.Array | None = None,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array,
+        position_ids: jax.Array,
         *,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
     ) -> jax.Array:
-        if attention_mask is None:
-            attention_mask = ones_mask(input_ids)
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = sequential_position_ids(input_ids)
         embedded = self.embeddings(
             input_ids, token_type_ids, attention_mask, deterministic=deterministic, rngs=rngs
         )
@@ -260,3 +283,49 @@ class DebertaV2Model(nnx.Module):
 
 class DebertaV2ForTokenClassification(EncoderForTokenClassification):
     backbone = DebertaV2Model
+
+
+# ---- checkpoint layout ----------------------------------------------------------------------------
+
+CONV1D = Transform(
+    "conv1d",
+    lambda a: np.transpose(a, (2, 1, 0)),
+    lambda a: np.transpose(a, (2, 1, 0)),
+    lambda s: tuple(s[::-1]),
+)
+
+
+def _deberta_rules() -> tuple[WeightRule, ...]:
+    """No rule for `embeddings.position_embeddings`: checkpoints may carry that unused table."""
+    hf, nx = "encoder.layer.{layer}", "layers.{layer}"
+    return (
+        *embedding("embeddings.word_embeddings", "embeddings.word_embeddings"),
+        *embedding("embeddings.token_type_embeddings", "embeddings.token_type_embeddings"),
+        WeightRule("embeddings.embed_proj.weight", "embeddings.embed_proj.kernel", TRANSPOSE),
+        *layer_norm("embeddings.LayerNorm", "embeddings.layer_norm"),
+        *linear(f"{hf}.attention.self.query_proj", f"{nx}.attention.query"),
+        *linear(f"{hf}.attention.self.key_proj", f"{nx}.attention.key"),
+        *linear(f"{hf}.attention.self.value_proj", f"{nx}.attention.value"),
+        *linear(f"{hf}.attention.self.pos_key_proj", f"{nx}.attention.pos_key"),
+        *linear(f"{hf}.attention.self.pos_query_proj", f"{nx}.attention.pos_query"),
+        *linear(f"{hf}.attention.output.dense", f"{nx}.attention.out"),
+        *layer_norm(f"{hf}.attention.output.LayerNorm", f"{nx}.attention_norm"),
+        *linear(f"{hf}.intermediate.dense", f"{nx}.intermediate"),
+        *linear(f"{hf}.output.dense", f"{nx}.output"),
+        *layer_norm(f"{hf}.output.LayerNorm", f"{nx}.output_norm"),
+        *embedding("encoder.rel_embeddings", "rel_embeddings"),
+        *layer_norm("encoder.LayerNorm", "rel_norm"),
+        WeightRule("encoder.conv.conv.weight", "conv.kernel", CONV1D),
+        WeightRule("encoder.conv.conv.bias", "conv.bias"),
+        *layer_norm("encoder.conv.LayerNorm", "conv.layer_norm"),
+    )
+
+
+FAMILY = register_family(
+    ModelFamily(
+        name="deberta-v2",
+        config_cls=DebertaV2Config,
+        model_cls=DebertaV2ForTokenClassification,
+        weights=WeightTable("deberta.", _deberta_rules()),
+    )
+)
