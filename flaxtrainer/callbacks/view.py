@@ -9,11 +9,10 @@ setting flags on ``trainer.control``, not by replacing the trainer's attributes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from flaxtrainer.callbacks.base import CallbackList
     from flaxtrainer.callbacks.state import TrainerControl, TrainerState
     from flaxtrainer.config.training_args import TrainingArguments
     from flaxtrainer.tasks import Task
@@ -44,7 +43,7 @@ class TrainerView(Protocol):
     def task(self) -> Task: ...  # format_examples, hyper-parameters for TensorBoard
 
     @property
-    def callbacks(self) -> CallbackList: ...  # the other callbacks (a TensorBoard writer to share)
+    def callbacks(self) -> Iterable[Any]: ...  # the run's callbacks (a TensorBoard writer to share)
 
     @property
     def is_training(self) -> bool: ...  # inside train(), or a stand-alone evaluate/predict

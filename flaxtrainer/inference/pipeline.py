@@ -205,14 +205,12 @@ class TokenClassificationPipeline:
 
         The sentences go through the training input path: ``task.prepare``, the trainer's
         layout (packed rows with flaxtrainer's encoders) and its compiled evaluation step, as
-        ``--do_predict`` does (``flaxtrainer.training.evaluation.evaluation_loop``)."""
+        ``--do_predict`` does (``FlaxTrainer.evaluation_loop``)."""
         if not sentences:
             return []
-        from flaxtrainer.training.evaluation import evaluation_loop
-
         data = {"tokens": [list(words) for words in sentences]}
         try:
-            result = evaluation_loop(self._trainer, data, "predict", expect_gold=False)
+            result = self._trainer.evaluation_loop(data, "predict", expect_gold=False)
         finally:
             self._trainer.inputs.forget(data)  # each call's sentences are new
         decode = getattr(self.task, "decode_with_scores", None)

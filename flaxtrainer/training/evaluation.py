@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from flaxtrainer.batching.batchers import PackingGrid
     from flaxtrainer.batching.input_pipeline import InputPipeline
     from flaxtrainer.config.training_args import TrainingArguments
-    from flaxtrainer.training.trainer import FlaxTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -244,14 +243,6 @@ class Evaluator:
         metrics[f"{prefix}_runtime"] = runtime
         metrics[f"{prefix}_samples_per_second"] = samples / runtime if runtime > 0 else float("nan")
         return EvalLoopOutput(dataset, features, outputs, metrics, report, prefix)
-
-
-def evaluation_loop(
-    trainer: FlaxTrainer, dataset: Any, prefix: str, expect_gold: bool = True
-) -> EvalLoopOutput:
-    """One pass of ``trainer``'s current parameters over ``dataset``:
-    ``trainer.evaluation_loop`` (kept for the raw-text pipeline, which calls it so)."""
-    return trainer.evaluation_loop(dataset, prefix, expect_gold=expect_gold)
 
 
 def _error_report(task: Any, dataset: Any, features: Any, outputs: Any) -> Any:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
 
+from flaxtrainer.callbacks.view import TrainerView
 from flaxtrainer.runtime.sharding import prefetch_to_device
 from flaxtrainer.training.cadence import end_epoch_early, new_epoch, new_step, set_cadence_flags
 from flaxtrainer.training.checkpoints import checkpoint_meta, record_best
@@ -28,7 +29,21 @@ if TYPE_CHECKING:
     from flaxtrainer.training.plan import TrainingPlan
     from flaxtrainer.training.preemption import InterruptGuard, TrainingInterrupted
     from flaxtrainer.training.run import TrainingRun
-    from flaxtrainer.training.trainer import FlaxTrainer
+
+
+class LoopOwner(TrainerView, Protocol):
+    """What the loop reads of the trainer that runs it: its callbacks' view, plus the
+    evaluation it triggers and the figures it logs (the loop never imports the trainer)."""
+
+    @property
+    def train_batch_size(self) -> int: ...
+    @property
+    def train_compiled_shapes(self) -> int: ...
+    @property
+    def eval_compiled_shapes(self) -> int: ...
+    def evaluate(
+        self, dataset: Any = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]: ...
 
 
 class TrainingLoop:
@@ -40,7 +55,7 @@ class TrainingLoop:
 
     def __init__(
         self,
-        trainer: FlaxTrainer,
+        trainer: LoopOwner,
         run: TrainingRun,
         plan: TrainingPlan,
         *,
