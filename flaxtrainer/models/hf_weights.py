@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -274,6 +275,10 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> No
     """Writes `tensors` as a PyTorch-flavoured safetensors file (what transformers expects)."""
     contiguous = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     save_file(contiguous, str(path), metadata={"format": "pt"})
+    # safetensors creates the file 0600; give it the mode every other output gets (umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 # ---- NNX side -------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -243,6 +244,34 @@ class Evaluator:
         metrics[f"{prefix}_runtime"] = runtime
         metrics[f"{prefix}_samples_per_second"] = samples / runtime if runtime > 0 else float("nan")
         return EvalLoopOutput(dataset, features, outputs, metrics, report, prefix)
+
+
+@dataclass(frozen=True)
+class FinalEvaluation:
+    """The evaluation that training ran at its last step, kept so that the ``evaluate()``
+    which usually follows ``train()`` (``--do_eval``) does not run it again: same sets, same
+    prefix, same step, and the parameters training ended with (``load_best_model_at_end``
+    from another step drops it)."""
+
+    dataset: Any
+    prefix: str
+    step: int
+    metrics: Mapping[str, float]
+
+    def answers(self, dataset: Any, prefix: str, state: Any) -> bool:
+        """Whether ``evaluate(dataset, prefix)`` now would compute exactly these metrics."""
+        return prefix == self.prefix and state.global_step == self.step and _same_sets(
+            dataset, self.dataset
+        )
+
+
+def _same_sets(a: Any, b: Any) -> bool:
+    """The same dataset object, or dicts of named sets holding the same objects."""
+    if a is b:
+        return True
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
+    return False
 
 
 def _error_report(task: Any, dataset: Any, features: Any, outputs: Any) -> Any:

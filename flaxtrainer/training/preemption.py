@@ -115,9 +115,14 @@ class InterruptGuard:
         first = self.signum is None
         self.signum = signum
         if first:
+            again = (
+                " (press Ctrl-C again to stop at once, without saving)"
+                if signum == signal.SIGINT
+                else ""
+            )
             notice = (
                 f"\nReceived {signal.Signals(signum).name}: finishing the current step, then "
-                "saving a checkpoint (press Ctrl-C again to stop at once, without saving).\n"
+                f"saving a checkpoint{again}.\n"
             )
             # A raw write: print() here could re-enter a stderr write that the signal
             # interrupted (e.g. the progress bar's) and fail with "reentrant call".

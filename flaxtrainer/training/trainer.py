@@ -62,6 +62,7 @@ from flaxtrainer.training.checks import check_sequence_length
 from flaxtrainer.training.evaluation import (
     EvalLoopOutput,
     Evaluator,
+    FinalEvaluation,
     PredictionOutput,
     check_best_metric,
     evaluate_sets,
@@ -167,6 +168,7 @@ class FlaxTrainer:
         self.is_training = False
         self.last_evaluation: EvalLoopOutput | None = None
         self.last_evaluations: tuple[EvalLoopOutput, ...] = ()  # every set of the last call
+        self._final_evaluation: FinalEvaluation | None = None  # see FinalEvaluation
         #: The checkpoints of ``train()`` (``training.checkpoints``).
         self.checkpoints = TrainingCheckpoints(args)
         self._interrupt = InterruptGuard()
@@ -259,6 +261,7 @@ class FlaxTrainer:
         from flaxtrainer.outputs.output_dir import prepare_output_dir
 
         plan = self._init_training()
+        self._final_evaluation = None
         prepare_output_dir(self.args)
         self._maybe_resume()
         run, start = self.training_run, time.perf_counter()
@@ -373,7 +376,20 @@ class FlaxTrainer:
             raise ValueError(
                 "FlaxTrainer.evaluate() needs a dataset: pass one, or eval_dataset to FlaxTrainer."
             )
+        done = self._final_evaluation
+        if done is not None and done.answers(dataset, metric_key_prefix, self.state):
+            logger.info(
+                "Evaluation: training evaluated these sets at its last step (%d) with the "
+                "parameters it ended with; reusing those metrics.",
+                done.step,
+            )
+            return dict(done.metrics)
         passes, metrics = evaluate_sets(self._evaluation_pass, dataset, metric_key_prefix)
+        self._final_evaluation = (
+            FinalEvaluation(dataset, metric_key_prefix, self.state.global_step, metrics)
+            if self.is_training
+            else None
+        )
         self.last_evaluations = passes  # every set's pass, for the error report
         if self.is_training:
             check_best_metric(self.args, metrics)
@@ -442,6 +458,8 @@ class FlaxTrainer:
         best = self.checkpoints.load_best(self._checkpoint_target())
         if best is not None:
             self.training_run.train_state = best
+            if self.state.best_global_step != self.state.global_step:
+                self._final_evaluation = None  # other parameters than those it evaluated
 
     # ------------------------------------------------------------------------------ logging
     def log(self, logs: dict[str, float]) -> None:

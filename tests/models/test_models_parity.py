@@ -39,6 +39,9 @@ def test_token_classification_parity_and_round_trip(model_type, make_checkpoint,
 
     out = save_pretrained(model, tmp_path / "saved")
     config = json.loads((out / "config.json").read_text())
+    # The weights get the mode of every other output (safetensors alone would make them 0600).
+    mode = (out / "model.safetensors").stat().st_mode & 0o777
+    assert mode == (out / "config.json").stat().st_mode & 0o777 and mode & 0o044
     assert config["model_type"] == model_type
     assert config["architectures"] == [type(ckpt.torch_model).__name__]
     assert config["id2label"] == {"0": "O", "1": "B-PER", "2": "I-PER"}

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from flaxtrainer import FlaxTrainer
+from flaxtrainer.callbacks import Callback
 
 from .toy import ToyTagger, ToyTask, make_dataset, masked_cross_entropy, reference_logits
 
@@ -88,3 +89,75 @@ def test_a_subclass_overrides_evaluate_and_predict(make_args):
     assert trainer.state.best_metric == 0.2 and trainer.state.best_global_step == 2
     assert len(trainer.predict(make_dataset(3), "mine").predictions) == 3
     assert calls[-1] == ("predict", "mine")
+
+
+class _Counting(Callback):
+    def __init__(self):
+        self.steps = []
+
+    def on_evaluate(self, trainer, metrics):
+        self.steps.append(trainer.state.global_step)
+
+
+def test_evaluate_after_train_reuses_the_last_steps_evaluation(make_args):
+    """``--do_eval`` after training: the loop evaluated the same sets at the last step with the
+    parameters training ended with, so ``evaluate()`` returns those metrics without a second
+    pass (no tables printed twice); another set, or another prefix, is evaluated."""
+    counting = _Counting()
+    args = make_args(max_steps=4, eval_strategy="steps", eval_steps=2)
+    sets = {"a": make_dataset(6), "b": make_dataset(4, seed=3)}
+    trainer = FlaxTrainer(
+        ToyTagger(),
+        ToyTask(),
+        args,
+        train_dataset=make_dataset(40),
+        eval_dataset=sets,
+        callbacks=[counting],
+    )
+    trainer.train()
+    assert counting.steps == [2, 4]
+    during = [h for h in trainer.state.log_history if "eval_a_loss" in h][-1]
+    again = trainer.evaluate(dict(sets))  # a new dict of the same sets, as the CLI passes them
+    assert counting.steps == [2, 4]  # no second pass at step 4
+    assert again["eval_a_loss"] == during["eval_a_loss"]
+    assert again["eval_b_loss"] == during["eval_b_loss"]
+    trainer.evaluate(sets, metric_key_prefix="other")
+    trainer.evaluate(make_dataset(6))
+    assert counting.steps == [2, 4, 4, 4]
+
+
+def test_evaluate_after_loading_an_earlier_best_runs_again(make_args):
+    """``load_best_model_at_end`` with the best at an earlier step: other parameters than the
+    last evaluation saw, so ``evaluate()`` runs again (and scores the best step's parameters)."""
+    ranked = iter([0.5, 0.2, 0.3])  # the best (lowest) at step 2 of 3
+
+    class BestAtTwo(FlaxTrainer):
+        def evaluate(self, dataset=None, metric_key_prefix="eval"):
+            metrics = super().evaluate(dataset, metric_key_prefix)
+            return {**metrics, "eval_loss": next(ranked)} if self.is_training else metrics
+
+    counting = _Counting()
+    args = make_args(
+        max_steps=3,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="loss",
+    )
+    eval_set = make_dataset(6)
+    trainer = BestAtTwo(
+        ToyTagger(),
+        ToyTask(),
+        args,
+        train_dataset=make_dataset(40),
+        eval_dataset=eval_set,
+        callbacks=[counting],
+    )
+    trainer.train()
+    assert trainer.state.best_global_step == 2 and counting.steps == [1, 2, 3]
+    losses = {h["step"]: h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h}
+    metrics = trainer.evaluate(eval_set)
+    assert counting.steps == [1, 2, 3, 3]
+    assert metrics["eval_loss"] == pytest.approx(losses[2], rel=1e-5)
