@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.toy import ToyTagger, ToyTask, make_dataset
+from training.toy import ToyTagger, ToyTask, make_dataset
 
 import flaxtrainer.callbacks
 from flaxtrainer import FlaxTrainer
