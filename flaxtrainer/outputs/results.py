@@ -282,26 +282,27 @@ def evaluation_lines(
 
 
 def pass_summary(metrics: Mapping[str, Any], prefix: str, best_metric: str | None = None) -> str:
-    """One pass in one line for the end of a run: its headline numbers, then how much it
-    read and how fast, e.g. ``loss 0.2315 | f1 0.6123 | precision 0.6012 | recall 0.6238 |
-    240 samples in 5.12 s (46.9 samples/s)``."""
+    """One pass in one line for the end of a run: its headline numbers, then its size and
+    time, e.g. ``loss 0.2315 | f1 0.6123 | precision 0.6012 | recall 0.6238 | 240 samples |
+    5.12 s (46.9 samples/s)``. (``train_samples`` is the training set's size, not what a run
+    cut short by ``max_steps`` read: the two are separate parts.)"""
     parts = [
         f"{name} {format_number(metrics[f'{prefix}_{name}'])}"
         for name in headline_names(metrics, prefix, best_metric)
     ]
     samples, runtime = metrics.get(f"{prefix}_samples"), metrics.get(f"{prefix}_runtime")
-    amount = f"{format_number(samples)} samples" if _is_number(samples) else ""
-    if _is_number(runtime):
-        amount += f" in {float(to_builtin(runtime)):.3g} s"
+    if _is_number(samples):
+        parts.append(f"{format_number(samples)} samples")
     rates = [
         format_rate(metrics[f"{prefix}_{key}"], unit)
         for key, unit in (("samples_per_second", "samples/s"), ("tokens_per_second", "tok/s"))
         if _is_number(metrics.get(f"{prefix}_{key}"))
     ]
+    timing = f"{float(to_builtin(runtime)):.3g} s" if _is_number(runtime) else ""
     if rates:
-        amount += f" ({', '.join(rates)})"
-    if amount.strip():
-        parts.append(amount.strip())
+        timing = f"{timing} ({', '.join(rates)})".strip()
+    if timing:
+        parts.append(timing)
     return " | ".join(parts)
 
 
@@ -320,7 +321,7 @@ def format_metrics(
     evaluation sets: one each), e.g.::
 
         ***** eval metrics ***** (all: eval_results.json, or --log_level debug)
-          eval: loss 0.2315 | f1 0.6123 | precision 0.6012 | recall 0.6238 | 240 samples ...
+          eval: loss 0.2315 | f1 0.6123 | precision 0.6012 | recall 0.6238 | 240 samples | ...
 
     ``full=True`` lists every key, sorted and aligned (``key = value``, as HF prints them);
     ``full=None`` does so when the ``flaxtrainer`` logger is at DEBUG (``--log_level debug``).

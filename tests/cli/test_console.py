@@ -106,7 +106,7 @@ def test_the_results_block_is_short_and_names_the_file(default_run):
     assert "eval_results.json" in lines[start]
     assert re.match(
         r"^  eval: loss [\d.]+ \| f1 [\d.]+ \| precision [\d.]+ \| recall [\d.]+ \| "
-        r"12 samples in [\d.e-]+ s \([\d.,]+ samples/s\)$",
+        r"12 samples \| [\d.e-]+ s \([\d.,]+ samples/s\)$",
         lines[start + 1],
     ), lines[start + 1]
     assert not lines[start + 2].startswith("  "), lines[start : start + 3]  # nothing more

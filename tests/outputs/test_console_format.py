@@ -83,7 +83,7 @@ def test_format_metrics_is_short_and_names_the_file():
     assert block.splitlines() == [
         "***** eval metrics ***** (all: eval_results.json, or --log_level debug)",
         "  eval: loss 0.2315 | f1 0.6123 | precision 0.6012 | recall 0.6238 | "
-        "240 samples in 5.12 s (46.9 samples/s)",
+        "240 samples | 5.12 s (46.9 samples/s)",
     ]
     train = {
         "train_loss": 0.5,
@@ -96,7 +96,7 @@ def test_format_metrics_is_short_and_names_the_file():
         "epoch": 0.3333,
     }
     assert format_metrics("train", train, full=False).splitlines()[1] == (
-        "  train: loss 0.5000 | 1,915 samples in 103 s (6.2 samples/s, 1,234 tok/s) | epoch 0.33"
+        "  train: loss 0.5000 | 1,915 samples | 103 s (6.2 samples/s, 1,234 tok/s) | epoch 0.33"
     )
 
 
