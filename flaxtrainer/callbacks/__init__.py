@@ -6,8 +6,9 @@ from flaxtrainer.callbacks.error_report import ErrorReport
 from flaxtrainer.callbacks.lr_monitor import LRMonitor
 from flaxtrainer.callbacks.mlflow_tracker import MLflow
 from flaxtrainer.callbacks.nan_guard import TerminateOnNaN
+from flaxtrainer.callbacks.parameters import ParameterOverview
 from flaxtrainer.callbacks.profiler import Profiler
-from flaxtrainer.callbacks.progress import LogPrinter, ParameterOverview, ProgressBar
+from flaxtrainer.callbacks.progress import LogPrinter, ProgressBar
 from flaxtrainer.callbacks.tensorboard import TensorBoard
 from flaxtrainer.callbacks.trackers import tracker_callbacks
 from flaxtrainer.callbacks.view import TrainerView

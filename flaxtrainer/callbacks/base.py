@@ -16,6 +16,10 @@ exception propagates and ``on_train_end`` does not fire).
 
 A callback decides by setting flags on ``trainer.control`` (``should_training_stop``,
 ``should_evaluate``, ``should_save``, ``should_log``); the loop reads them after each event.
+A callback that stops training may say why in ``stop_reason``; the first time the flag turns
+on during a run, :class:`CallbackList` logs which callback set it and why, once (``Training
+stopped at step 40 of 100 by EarlyStopping: eval_f1 did not improve for 3 evaluations (best
+0.6100 at step 20)``).
 ``state_dict()`` / ``load_state_dict()`` carry a callback's state through checkpoints.
 """
 
@@ -47,7 +51,13 @@ EVENTS = (
 
 class Callback:
     """Base class: override the events you need; each gets the trainer first (the
-    ``FlaxTrainer``, typed as the :class:`~flaxtrainer.callbacks.view.TrainerView` it shows)."""
+    ``FlaxTrainer``, typed as the :class:`~flaxtrainer.callbacks.view.TrainerView` it shows).
+
+    ``stop_reason``: set it (one line) when setting ``trainer.control.should_training_stop``;
+    the stop is logged with the callback's class name and this reason.
+    """
+
+    stop_reason: str | None = None
 
     def on_train_begin(self, trainer: TrainerView) -> None:
         pass
@@ -124,9 +134,13 @@ class CallbackList:
         return len(self.callbacks)
 
     def call(self, event: str, trainer: TrainerView, *payload: Any) -> None:
-        """Call ``event`` on every callback, in order."""
+        """Call ``event`` on every callback, in order; log the callback that stops training."""
+        control = getattr(trainer, "control", None)
         for callback in self.callbacks:
+            stopped = control is not None and control.should_training_stop
             getattr(callback, event)(trainer, *payload)
+            if control is not None and not stopped and control.should_training_stop:
+                log_stop(trainer, callback)
 
     def on_train_begin(self, trainer: TrainerView) -> None:
         self.call("on_train_begin", trainer)
@@ -192,3 +206,18 @@ class CallbackList:
             logger.warning(
                 "Checkpoint holds state for callbacks not attached to this trainer: %s", unknown
             )
+
+
+def stop_message(trainer: TrainerView, callback: Callback) -> str:
+    """``Training stopped at step 40 of 100 by EarlyStopping: <its stop_reason>``."""
+    state = getattr(trainer, "state", None)
+    step, max_steps = getattr(state, "global_step", 0), getattr(state, "max_steps", 0)
+    at = f" at step {step}" + (f" of {max_steps}" if max_steps else "")
+    reason = getattr(callback, "stop_reason", None)
+    return f"Training stopped{at} by {type(callback).__name__}" + (f": {reason}" if reason else "")
+
+
+def log_stop(trainer: TrainerView, callback: Callback) -> None:
+    """Log (WARNING) that ``callback`` stopped training, during ``train()`` only."""
+    if getattr(trainer, "is_training", True):
+        logger.warning(stop_message(trainer, callback))

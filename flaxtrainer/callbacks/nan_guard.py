@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import TYPE_CHECKING
 
@@ -10,8 +9,6 @@ from flaxtrainer.callbacks.base import Callback
 
 if TYPE_CHECKING:
     from flaxtrainer.callbacks.view import TrainerView
-
-logger = logging.getLogger(__name__)
 
 
 class TerminateOnNaN(Callback):
@@ -21,7 +18,8 @@ class TerminateOnNaN(Callback):
     device), so the check runs in ``on_log``; lower ``logging_steps`` to detect sooner. The
     window loss is a sum over its steps, so a non-finite loss in any step of the window is
     caught. The bad state is not checkpointed: ``should_save`` and ``should_evaluate`` are
-    cleared for the step that detected it.
+    cleared for the step that detected it. The stop is logged once, with the reason
+    (``stop_reason``, also kept in ``message``).
     """
 
     def __init__(self) -> None:
@@ -33,12 +31,12 @@ class TerminateOnNaN(Callback):
             return
         step = trainer.state.global_step
         self.stopped_at = step
-        self.message = (
-            f"TerminateOnNaN: training loss is {logs['loss']} in the logging window ending at "
-            f"step {step}; stopping without saving this state. Lower the learning rate "
-            f"({trainer.args.learning_rate}) or check the data."
+        self.stop_reason = (
+            f"training loss is {logs['loss']} in the logging window ending at step {step}; "
+            f"this state is not saved. Lower the learning rate ({trainer.args.learning_rate}) "
+            "or check the data."
         )
-        logger.error(self.message)
+        self.message = f"TerminateOnNaN: {self.stop_reason}"
         control = trainer.control
         control.should_training_stop = True
         control.should_save = False

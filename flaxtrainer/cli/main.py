@@ -231,10 +231,25 @@ class _StderrHandler(logging.StreamHandler):
 @contextlib.contextmanager
 def cli_logging(level: int = logging.INFO) -> Iterator[None]:
     """flaxtrainer's INFO lines (data sizes, saved files) on stderr while a command runs;
-    the logger is restored afterwards, so in-process calls leave no handler behind."""
+    the logger is restored afterwards, so in-process calls leave no handler behind.
+
+    Each line goes through ``tqdm.write``: with a progress bar open it lifts the bar, prints
+    the line and redraws the bar below it, so a log line never lands glued onto the bar
+    (without a bar it is a plain write)."""
     package_logger = logging.getLogger("flaxtrainer")
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def emit_through_tqdm(record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm  # here: `--help` never imports it
+
+            tqdm.write(handler.format(record), file=handler.stream)
+            handler.flush()
+        except Exception:  # noqa: BLE001 - logging's rule: report, never raise
+            handler.handleError(record)
+
+    handler.emit = emit_through_tqdm  # type: ignore[method-assign]
     previous = package_logger.level, package_logger.propagate
     package_logger.addHandler(handler)
     package_logger.setLevel(level)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -188,14 +189,161 @@ def write_training_args(output_dir: str | Path, *arguments: Any) -> Path:
     return write_json(Path(output_dir) / TRAINING_ARGS, run_arguments(*arguments))
 
 
-def format_metrics(split: str, metrics: Mapping[str, Any]) -> str:
-    """The `***** eval metrics *****` block of HF scripts, with aligned keys."""
-    lines = [f"***** {split} metrics *****"]
-    width = max((len(k) for k in metrics), default=0)
-    for key in sorted(metrics):
-        value = to_builtin(metrics[key])
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        lines.append(f"  {key:<{width}} = {shown}")
+#: What a console shows of an evaluation pass, after its loss and the metric that picks the best
+#: model: the entity scores, or the accuracy where there is no F1 (POS tagging).
+HEADLINE_SCORES = ("f1", "precision", "recall")
+
+
+def metric_prefixes(metrics: Mapping[str, Any], default: str = "eval") -> list[str]:
+    """The passes whose metrics ``metrics`` holds, in order: every evaluation pass reports
+    ``<prefix>_samples`` (``eval``, ``test``, ``eval_dev``, ``eval_ood``...); ``[default]``
+    when none does."""
+    prefixes = [k.removesuffix("_samples") for k in metrics if k.endswith("_samples")]
+    return [p for p in prefixes if p] or [default]
+
+
+def _best_metric_name(metrics: Mapping[str, Any], prefix: str, best: str | None) -> str | None:
+    """The name (without ``prefix_``) under which ``prefix``'s pass holds ``best`` (the
+    ``metric_for_best_model``: ``f1``, ``eval_f1``, ``eval_dev_f1``); None if it holds none."""
+    if not best:
+        return None
+    if best.startswith(f"{prefix}_") and best in metrics:
+        return best.removeprefix(f"{prefix}_")
+    name = best.removeprefix("eval_")
+    return name if f"{prefix}_{name}" in metrics else None
+
+
+def headline_names(
+    metrics: Mapping[str, Any], prefix: str, best_metric: str | None = None
+) -> list[str]:
+    """The names (without ``prefix_``) of ``prefix``'s headline numbers present in ``metrics``,
+    in a fixed order whatever the dict's: ``loss``, the metric that picks the best model (when
+    set and not one of the others), ``f1``, ``precision``, ``recall`` (``accuracy`` where there
+    is no ``f1``)."""
+    scores = HEADLINE_SCORES if f"{prefix}_f1" in metrics else ("accuracy",)
+    names = ["loss"]
+    best = _best_metric_name(metrics, prefix, best_metric)
+    if best is not None and best not in (*names, *scores):
+        names.append(best)
+    names += scores
+    return [n for n in names if _is_number(metrics.get(f"{prefix}_{n}"))]
+
+
+def _is_number(value: Any) -> bool:
+    value = to_builtin(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    """A metric for the console: floats with ``digits`` decimals (large ones with thousands
+    separators), integers with separators, anything else as it is."""
+    value = to_builtin(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.1f}"
+
+
+def format_rate(value: Any, unit: str) -> str:
+    """A throughput: ``1,234 tok/s``, ``6.2 samples/s``."""
+    value = float(to_builtin(value))
+    if not math.isfinite(value):
+        return f"{value} {unit}"
+    return f"{value:,.0f} {unit}" if abs(value) >= 100 else f"{value:.1f} {unit}"
+
+
+def headline(metrics: Mapping[str, Any], prefix: str, best_metric: str | None = None) -> str:
+    """One evaluation pass in one line, e.g. ``loss 0.2315 | f1 0.6123 | precision 0.6012 |
+    recall 0.6238 | 512 samples/s`` (see :func:`headline_names` for the order)."""
+    parts = [
+        f"{name} {format_number(metrics[f'{prefix}_{name}'])}"
+        for name in headline_names(metrics, prefix, best_metric)
+    ]
+    rate = metrics.get(f"{prefix}_samples_per_second")
+    if _is_number(rate):
+        parts.append(format_rate(rate, "samples/s"))
+    return " | ".join(parts)
+
+
+def evaluation_lines(
+    metrics: Mapping[str, Any], where: str = "", best_metric: str | None = None
+) -> list[str]:
+    """One line per evaluation pass in ``metrics`` (several named sets: one each), e.g.
+    ``eval step 40/100 | loss 0.2315 | f1 0.6123 | ...`` for ``where="step 40/100"``."""
+    lines = []
+    for prefix in metric_prefixes(metrics):
+        label = f"{prefix} {where}" if where else prefix
+        numbers = headline(metrics, prefix, best_metric)
+        lines.append(f"{label} | {numbers}" if numbers else label)
+    return lines
+
+
+def pass_summary(metrics: Mapping[str, Any], prefix: str, best_metric: str | None = None) -> str:
+    """One pass in one line for the end of a run: its headline numbers, then its size and
+    time, e.g. ``loss 0.2315 | f1 0.6123 | precision 0.6012 | recall 0.6238 | 240 samples |
+    5.12 s (46.9 samples/s)``. (``train_samples`` is the training set's size, not what a run
+    cut short by ``max_steps`` read: the two are separate parts.)"""
+    parts = [
+        f"{name} {format_number(metrics[f'{prefix}_{name}'])}"
+        for name in headline_names(metrics, prefix, best_metric)
+    ]
+    samples, runtime = metrics.get(f"{prefix}_samples"), metrics.get(f"{prefix}_runtime")
+    if _is_number(samples):
+        parts.append(f"{format_number(samples)} samples")
+    rates = [
+        format_rate(metrics[f"{prefix}_{key}"], unit)
+        for key, unit in (("samples_per_second", "samples/s"), ("tokens_per_second", "tok/s"))
+        if _is_number(metrics.get(f"{prefix}_{key}"))
+    ]
+    timing = f"{float(to_builtin(runtime)):.3g} s" if _is_number(runtime) else ""
+    if rates:
+        timing = f"{timing} ({', '.join(rates)})".strip()
+    if timing:
+        parts.append(timing)
+    return " | ".join(parts)
+
+
+def format_metrics(
+    split: str,
+    metrics: Mapping[str, Any],
+    *,
+    full: bool | None = None,
+    best_metric: str | None = None,
+    results_file: str | None = None,
+) -> str:
+    """The `***** eval metrics *****` block of HF scripts.
+
+    Short by default: the header names the file holding every metric (``results_file``,
+    default ``<split>_results.json``), then one line per pass (:func:`pass_summary`; several
+    evaluation sets: one each), e.g.::
+
+        ***** eval metrics ***** (all: eval_results.json, or --log_level debug)
+          eval: loss 0.2315 | f1 0.6123 | precision 0.6012 | recall 0.6238 | 240 samples | ...
+
+    ``full=True`` lists every key, sorted and aligned (``key = value``, as HF prints them);
+    ``full=None`` does so when the ``flaxtrainer`` logger is at DEBUG (``--log_level debug``).
+    """
+    if full is None:
+        full = logging.getLogger("flaxtrainer").isEnabledFor(logging.DEBUG)
+    if full:
+        lines = [f"***** {split} metrics *****"]
+        width = max((len(k) for k in metrics), default=0)
+        for key in sorted(metrics):
+            value = to_builtin(metrics[key])
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            lines.append(f"  {key:<{width}} = {shown}")
+        return "\n".join(lines)
+    where = results_file or f"{split}_results.json"
+    lines = [f"***** {split} metrics ***** (all: {where}, or --log_level debug)"]
+    for prefix in metric_prefixes(metrics, default=split):
+        line = pass_summary(metrics, prefix, best_metric)
+        if prefix == split and _is_number(metrics.get("epoch")):
+            line += f" | epoch {float(to_builtin(metrics['epoch'])):.2f}"
+        if line:
+            lines.append(f"  {prefix}: {line}")
     return "\n".join(lines)
 
 

@@ -61,7 +61,7 @@ def test_ignores_evaluations_outside_training():
     assert callback.best is None and not trainer.control.should_training_stop
 
 
-def test_stops_training_at_expected_step(make_args):
+def test_stops_training_at_expected_step(make_args, caplog):
     # evaluations at steps 2, 4, 6, 8: best at 4, no improvement at 6 and 8 -> stop at 8
     task = ToyTask(score_script=[0.5, 0.6, 0.6, 0.55, 0.9, 0.95])
     stopper = EarlyStopping("score", patience=2)
@@ -76,7 +76,16 @@ def test_stops_training_at_expected_step(make_args):
         eval_dataset=make_dataset(4),
         callbacks=[stopper],
     )
-    out = trainer.train()
+    with caplog.at_level("INFO", logger="flaxtrainer"):
+        out = trainer.train()
     assert out.global_step == 8 and stopper.stopped_at == 8
+    stops = [r for r in caplog.records if r.getMessage().startswith("Training stopped")]
+    assert [(r.levelname, r.getMessage()) for r in stops] == [
+        (
+            "WARNING",
+            "Training stopped at step 8 of 20 by EarlyStopping: eval_score did not improve "
+            "for 2 evaluations (best 0.6000 at step 4)",
+        )
+    ]
     assert [h["step"] for h in trainer.state.log_history if "eval_score" in h] == [2, 4, 6, 8]
     assert trainer.state.best_metric is None  # no metric_for_best_model set

@@ -3,6 +3,7 @@ a tracker's package is missing. (The command-line MLflow run is in tests/outputs
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -162,17 +163,45 @@ def test_wandb_offline_writes_its_run_folder(tmp_path, monkeypatch):
         assert name in records
 
 
-def test_parameter_overview_is_logged_and_written_to_tensorboard(tmp_path, caplog):
+@pytest.mark.parametrize("tensorboard_first", [True, False])
+def test_parameter_overview_goes_to_a_file_tensorboard_and_debug(
+    tmp_path, caplog, tensorboard_first
+):
+    """One INFO line with the totals; the table in parameters.txt, in TensorBoard (also when
+    the TensorBoard callback comes after ParameterOverview, as the command line orders them)
+    and in the log at DEBUG only."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     args = _args(tmp_path / "out", report_to="tensorboard", max_steps=2, eval_strategy="no")
     callbacks = tracker_callbacks(args)
+    if not tensorboard_first:
+        callbacks = [c for c in callbacks if not isinstance(c, TensorBoard)] + [TensorBoard()]
+    assert isinstance(callbacks[0], TensorBoard) == tensorboard_first
     overview = next(c for c in callbacks if isinstance(c, ParameterOverview))
     with caplog.at_level("INFO", logger="flaxtrainer"):
         _train(args, callbacks)
     assert "head/kernel" in overview.text and "Total:" in overview.text
-    assert any("Model parameters" in r.message for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("head/kernel" in m for m in messages)  # the table is DEBUG
+    path = Path(args.output_dir) / "parameters.txt"
+    (line,) = [m for m in messages if m.startswith("Model: ")]
+    size = re.escape(f"{overview.total:,}") + r" parameters \([\d.]+ (bytes|kB)\)"
+    assert re.fullmatch(
+        f"Model: {size}; table in {re.escape(str(path))} and TensorBoard "
+        r"\(text: parameters\)",
+        line,
+    ), line
+    assert path.read_text() == overview.text + "\n"
     events = EventAccumulator(args.logging_dir, size_guidance={"tensors": 0})
     events.Reload()
     (text_event,) = events.Tensors("parameters/text_summary")
+    assert text_event.step == 0
     assert "head/kernel" in text_event.tensor_proto.string_val[0].decode()
+
+
+def test_parameter_overview_table_at_debug(tmp_path, caplog):
+    args = _args(tmp_path / "out", max_steps=1, eval_strategy="no")
+    overview = ParameterOverview()
+    with caplog.at_level("DEBUG", logger="flaxtrainer"):
+        _train(args, [overview])
+    assert f"Model parameters:\n{overview.text}" in caplog.text
