@@ -203,7 +203,7 @@ def test_tensorboard_gets_the_table_and_the_image(tmp_path):
 
 def test_error_report_callback_logs_and_writes_json(tmp_path, caplog):
     report = entity_error_report(GOLD, PRED, get_scheme("IOB2"))
-    with caplog.at_level(logging.INFO, logger="flaxtrainer"):
+    with caplog.at_level(logging.DEBUG, logger="flaxtrainer"):
         ErrorReport().on_predict(_fake_trainer(tmp_path, report, "test"), {})
     data = json.loads((tmp_path / "test_error_report.json").read_text())
     assert data["total"]["gold"] == 8 and data["confusion"]["counts"] == CONFUSION
