@@ -205,10 +205,10 @@ def prepare_job(
     )
     check_known_tags(dataset, label_names, args, strict=data_args.strict_labels)
 
-    tokenizer = load_tokenizer(
-        local_model_folder(model_args.tokenizer_name, model_args.model_revision)
+    tokenizer = (
+        load_tokenizer(model_args.tokenizer_name, revision=model_args.model_revision)
         if model_args.tokenizer_name
-        else model_path
+        else load_tokenizer(model_path)
     )
     saved_kwargs = saved.get("task_kwargs") or {}
     task_kwargs = {
