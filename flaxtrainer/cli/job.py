@@ -236,6 +236,13 @@ def prepare_job(
     from flaxtrainer.models import from_pretrained
     from flaxtrainer.training.trainer import FlaxTrainer
 
+    if args.do_train and args.resume_from_checkpoint not in (None, False, "", "false", "False"):
+        logger.info(
+            "Resuming (--resume_from_checkpoint %s): the model built from %s now gets the "
+            "checkpoint's parameters when training starts.",
+            args.resume_from_checkpoint,
+            model_path,
+        )
     model = from_pretrained(
         model_path,
         id2label=dict(task.id2label),

@@ -52,8 +52,8 @@ other commands:
   {PROG} demo --help      offline demo: MiniLM on W-NUT 2016 tweets, prints F1
 
 outputs in output_dir: train/eval/test/all_results.json, test_predictions.txt (CoNLL),
-trainer_state.json, runs/ (TensorBoard), checkpoints/, and the final model (config.json,
-model.safetensors, tokenizer, flaxtrainer_task.json) that `{PROG} predict` loads."""
+trainer_state.json, parameters.txt, runs/ (TensorBoard), checkpoints/, and the final model
+(config.json, model.safetensors, tokenizer, flaxtrainer_task.json) that `{PROG} predict` loads."""
 
 PREDICT_DESCRIPTION = """\
 Tag raw text with a model fine-tuned by flaxtrainer. Prints one JSON object per input sentence:

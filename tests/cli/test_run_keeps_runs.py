@@ -21,7 +21,9 @@ def run_main(argv: list[str]) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_relative_output_dir_resume_and_eval_in_place(tmp_path, monkeypatch, tiny_bert, ner_files):
+def test_relative_output_dir_resume_and_eval_in_place(
+    tmp_path, monkeypatch, capsys, tiny_bert, ner_files
+):
     monkeypatch.chdir(tmp_path)
     data = ["--train_file", str(ner_files["train"]), "--validation_file",
             str(ner_files["validation"])]  # fmt: skip
@@ -31,12 +33,19 @@ def test_relative_output_dir_resume_and_eval_in_place(tmp_path, monkeypatch, tin
     assert first["global_step"] == 3  # 48 sentences, 16 a step, one epoch
 
     # as the README and the SIGTERM message say: the same command plus "latest"
+    capsys.readouterr()
     code, _ = run_main(
         fast_flags("./out", tiny_bert)
         + data
         + ["--do_train", "--num_train_epochs", "2", "--resume_from_checkpoint", "latest"]
     )
     assert code == 0
+    # The log reads in order: a resume is announced before the base model's new head is.
+    said = capsys.readouterr().err.splitlines()
+    first_of = {k: next(i for i, m in enumerate(said) if k in m) for k in
+                ("Resuming (--resume_from_checkpoint latest)", "initialised a new classifier",
+                 "Resumed from")}  # fmt: skip
+    assert list(first_of.values()) == sorted(first_of.values()), said
     state_file = tmp_path / "out" / "trainer_state.json"
     trained = state_file.read_text()
     assert json.loads(trained)["global_step"] == 6
