@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -147,6 +147,7 @@ def check_best_metric(args: TrainingArguments, metrics: Mapping[str, Any]) -> No
     )
 
 
+@dataclass(eq=False)
 class Evaluator:
     """Runs the compiled evaluation step over datasets (see the module docstring).
 
@@ -164,25 +165,15 @@ class Evaluator:
     compilations.
     """
 
-    def __init__(
-        self,
-        eval_step: Callable[..., Any],
-        *,
-        rest: Any,
-        mesh: Mesh,
-        inputs: InputPipeline,
-        task: Any,
-        batch_size: int,
-        multiple: int,
-    ) -> None:
-        self.eval_step = eval_step
-        self.rest = rest
-        self.mesh = mesh
-        self.inputs = inputs
-        self.task = task
-        self.batch_size = batch_size
-        self.multiple = multiple
-        self.batch_shapes: set[tuple[int, ...]] = set()
+    eval_step: Callable[..., Any]
+    _: KW_ONLY
+    rest: Any
+    mesh: Mesh
+    inputs: InputPipeline
+    task: Any
+    batch_size: int
+    multiple: int
+    batch_shapes: set[tuple[int, ...]] = field(default_factory=set)
 
     def run(
         self,
@@ -260,8 +251,10 @@ class FinalEvaluation:
 
     def answers(self, dataset: Any, prefix: str, state: Any) -> bool:
         """Whether ``evaluate(dataset, prefix)`` now would compute exactly these metrics."""
-        return prefix == self.prefix and state.global_step == self.step and _same_sets(
-            dataset, self.dataset
+        return (
+            prefix == self.prefix
+            and state.global_step == self.step
+            and _same_sets(dataset, self.dataset)
         )
 
 

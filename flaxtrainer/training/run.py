@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -37,6 +38,7 @@ class WindowLogs(NamedTuple):
     padding_efficiency: float
 
 
+@dataclass(eq=False)
 class TrainingRun:
     """The state of one ``train()`` call (see the module docstring).
 
@@ -49,28 +51,23 @@ class TrainingRun:
         schedule: the learning-rate schedule of the optimizer.
     """
 
-    def __init__(
-        self,
-        train_step: Callable[..., Any],
-        train_state: TrainState,
-        *,
-        rest: Any,
-        mesh: Mesh,
-        schedule: optax.Schedule,
-    ) -> None:
-        self.train_step = train_step
-        self.train_state = train_state
-        self.rest = rest
-        self.mesh = mesh
-        self.schedule = schedule
-        #: On-device sums of the current log window (``steps.zero_metrics``).
-        self.metrics: dict[str, jax.Array] = replicate(zero_metrics(), mesh)
-        #: The run's logged loss sum and label count (checkpointed: ``train_loss`` spans resumes).
-        self.totals = Totals()
-        #: Host counters of the current log window.
-        self.window = Totals()
-        #: Distinct batch shapes given to ``train_step``: its compilations.
-        self.batch_shapes: set[tuple[int, ...]] = set()
+    train_step: Callable[..., Any]
+    train_state: TrainState
+    _: KW_ONLY
+    rest: Any
+    mesh: Mesh
+    schedule: optax.Schedule
+    #: On-device sums of the current log window (``steps.zero_metrics``).
+    metrics: dict[str, jax.Array] = field(init=False)
+    #: The run's logged loss sum and label count (checkpointed: ``train_loss`` spans resumes).
+    totals: Totals = field(default_factory=Totals, init=False)
+    #: Host counters of the current log window.
+    window: Totals = field(default_factory=Totals, init=False)
+    #: Distinct batch shapes given to ``train_step``: its compilations.
+    batch_shapes: set[tuple[int, ...]] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = replicate(zero_metrics(), self.mesh)
 
     def step(self, host: PlacedBatch, device: dict[str, jax.Array]) -> jax.Array:
         """Apply one update with ``device`` (the batch ``host``, placed); returns an array that
