@@ -2,8 +2,10 @@
 
 Each family subclasses :class:`EncoderConfig`, adding its hyper-parameters as dataclass fields
 under their Hugging Face names, so reading is a filter over `config.json` and writing is
-`dataclasses.asdict`. Configs are frozen and hashable because NNX keeps them as static module
-attributes (part of the graph definition that `jax.jit` caches on).
+`dataclasses.asdict`. Names several families share are declared (and checked) once: the sizes
+in :class:`TransformerConfig`, BERT's names of a post-LN encoder in :class:`BertLikeConfig`.
+Configs are frozen and hashable because NNX keeps them as static module attributes (part of the
+graph definition that `jax.jit` caches on).
 """
 
 from __future__ import annotations
