@@ -7,6 +7,7 @@ an evaluation set into batches, first-fit decreasing.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Iterator, Sequence
 
@@ -29,6 +30,7 @@ def deal_balanced(
     return [np.array(group, np.int64) for group in groups]
 
 
+@dataclasses.dataclass(eq=False)
 class LengthGroupedSampler:
     """Training order: which features form each batch of an epoch.
 
@@ -54,31 +56,26 @@ class LengthGroupedSampler:
     epoch is a batch index.
     """
 
-    def __init__(
-        self,
-        lengths: np.ndarray,
-        batch_size: int,
-        seed: int,
-        group_by_length: bool = True,
-        mega_batches: int = 50,
-        *,
-        balance_tokens: bool = False,
-        micro_batches: int = 1,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"LengthGroupedSampler: batch_size must be >= 1, got {batch_size}.")
-        if micro_batches < 1 or batch_size % micro_batches:
+    lengths: np.ndarray = dataclasses.field(repr=False)
+    batch_size: int
+    seed: int
+    group_by_length: bool = True
+    mega_batches: int = 50
+    _: dataclasses.KW_ONLY
+    balance_tokens: bool = False
+    micro_batches: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
             raise ValueError(
-                f"LengthGroupedSampler: batch_size {batch_size} is not a multiple of "
-                f"micro_batches {micro_batches}."
+                f"LengthGroupedSampler: batch_size must be >= 1, got {self.batch_size}."
             )
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.group_by_length = group_by_length
-        self.mega_batches = mega_batches
-        self.balance_tokens = balance_tokens
-        self.micro_batches = micro_batches
+        if self.micro_batches < 1 or self.batch_size % self.micro_batches:
+            raise ValueError(
+                f"LengthGroupedSampler: batch_size {self.batch_size} is not a multiple of "
+                f"micro_batches {self.micro_batches}."
+            )
+        self.lengths = np.asarray(self.lengths)
 
     def __len__(self) -> int:
         """Batches per epoch."""

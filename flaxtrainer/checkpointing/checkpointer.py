@@ -44,18 +44,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from flaxtrainer.checkpointing import layout
 from flaxtrainer.checkpointing.best_metric import BestMetric
-from flaxtrainer.checkpointing.layout import (
-    CHECKPOINTS_DIRNAME,
-    COMMIT_FILE,
-    ITEMS,
-    LATEST_DIRNAME,
-    META_ITEM,
-    STATE_ITEM,
-    TMP_MARKER,
-    CheckpointLocation,
-    is_step_dir,
-)
+from flaxtrainer.checkpointing.layout import CHECKPOINTS_DIRNAME, CheckpointLocation
 from flaxtrainer.checkpointing.restore import find_checkpoint, restore_checkpoint
 from flaxtrainer.errors import CheckpointMismatchError, CheckpointNotFoundError
 
@@ -142,7 +133,7 @@ class Checkpointer:
     @property
     def latest_dir(self) -> Path:
         """The folder of steps."""
-        return self.directory / LATEST_DIRNAME
+        return self.directory / layout.LATEST_DIRNAME
 
     def step_path(self, step: int) -> Path:
         """The folder of ``step`` (for messages and ``on_save``)."""
@@ -309,7 +300,7 @@ def _open_manager(
             ),
             **best,
         ),
-        item_names=ITEMS,
+        item_names=layout.ITEMS,
     )
 
 
@@ -319,7 +310,11 @@ def _legacy_best(folder: Path) -> tuple[CheckpointLocation, dict] | None:
     if not folder.is_dir():
         return None
     steps = sorted(
-        (int(p.name) for p in folder.iterdir() if is_step_dir(p) and (p / COMMIT_FILE).is_file()),
+        (
+            int(p.name)
+            for p in folder.iterdir()
+            if layout.is_step_dir(p) and (p / layout.COMMIT_FILE).is_file()
+        ),
         reverse=True,
     )
     for step in steps:
@@ -341,7 +336,7 @@ def _remove_interrupted_saves(directory: Path) -> None:
     if jax.process_index() != 0 or not directory.is_dir():
         return
     for child in sorted(directory.iterdir()):
-        if TMP_MARKER in child.name:
+        if layout.TMP_MARKER in child.name:
             logger.warning("Removing %s, left by a checkpoint save that did not finish.", child)
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
@@ -351,7 +346,10 @@ def _remove_interrupted_saves(directory: Path) -> None:
 
 def _save_args(state: Any, meta: dict) -> ocp.args.Composite:
     return ocp.args.Composite(
-        **{STATE_ITEM: ocp.args.StandardSave(state), META_ITEM: ocp.args.JsonSave(meta)}
+        **{
+            layout.STATE_ITEM: ocp.args.StandardSave(state),
+            layout.META_ITEM: ocp.args.JsonSave(meta),
+        }
     )
 
 

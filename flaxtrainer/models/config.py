@@ -2,16 +2,22 @@
 
 Each family subclasses :class:`EncoderConfig`, adding its hyper-parameters as dataclass fields
 under their Hugging Face names, so reading is a filter over `config.json` and writing is
-`dataclasses.asdict`. Configs are frozen and hashable because NNX keeps them as static module
-attributes (part of the graph definition that `jax.jit` caches on).
+`dataclasses.asdict`. Names several families share are declared (and checked) once: the sizes
+in :class:`TransformerConfig`, BERT's names of a post-LN encoder in :class:`BertLikeConfig`.
+Configs are frozen and hashable because NNX keeps them as static module attributes (part of the
+graph definition that `jax.jit` caches on).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from collections.abc import Mapping
 from typing import Any, ClassVar
+
+from flax import nnx
+from jax.nn.initializers import Initializer
 
 from flaxtrainer.errors import ModelLoadError
 from flaxtrainer.models.layers import SUPPORTED_ACTIVATIONS
@@ -121,6 +127,16 @@ class EncoderConfig:
         raise NotImplementedError
 
     @property
+    def embedding_width(self) -> int:
+        """Width of the embedding tables (ELECTRA and DeBERTa-v2 may project them to `d_model`)."""
+        return self.d_model
+
+    def kernel_init(self, std: float) -> Initializer:
+        """How the family's Hugging Face model draws a kernel or an embedding table of std
+        `std`: normal(0, std) (ModernBERT truncates it)."""
+        return nnx.initializers.normal(std)
+
+    @property
     def position_offset(self) -> int:
         """Position id of a sequence's first token (RoBERTa: `pad_token_id + 1`, else 0).
 
@@ -179,6 +195,71 @@ class EncoderConfig:
 
     def with_labels(self, labels: tuple[str, ...] | list[str]) -> EncoderConfig:
         return dataclasses.replace(self, labels=tuple(labels))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransformerConfig(EncoderConfig):
+    """The sizes of a Transformer encoder under the Hugging Face names that BERT, RoBERTa,
+    ELECTRA, DeBERTa-v2 and ModernBERT share (defaults: BERT-base's), and their checks."""
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+
+    @property
+    def d_model(self) -> int:
+        return self.hidden_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def problems(self) -> list[str]:
+        sizes = (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+        )
+        return (
+            super().problems()
+            + self._check_ranges(positive=sizes, rates=())
+            + self._check_heads("hidden_size", "num_attention_heads")
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BertLikeConfig(TransformerConfig):
+    """A post-LN encoder's hyper-parameters under BERT's `config.json` names (BERT, RoBERTa,
+    ELECTRA, DeBERTa-v2): what the shared layers read (`models.layers.PostLNConfig`)."""
+
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+
+    @property
+    def attention_output_dropout(self) -> float:
+        """Dropout after the attention's output projection: `hidden_dropout_prob`, as BERT."""
+        return self.hidden_dropout_prob
+
+    def problems(self) -> list[str]:
+        rates = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+        return (
+            super().problems()
+            + self._check_ranges(positive=(), rates=rates)
+            + self._check_activations("hidden_act")
+        )
+
+
+def alias(name: str) -> property:
+    """A read-only property giving the field `name` under another name (as transformers'
+    `attribute_map`), for code that reads the other family's names."""
+    return property(operator.attrgetter(name), doc=f"`{name}`, under another name.")
 
 
 def labels_from_id2label(id2label: Mapping[Any, str], source: str) -> tuple[str, ...]:

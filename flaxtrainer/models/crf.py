@@ -1,7 +1,8 @@
 """A linear-chain CRF over word positions, in pure JAX: exact NLL, Viterbi, marginals, masks.
 
 The functions here know nothing of models or tokenizers. They take, per batch row, emission
-scores ``[B, S, L]`` (the classifier's logits) and say which positions are CRF positions:
+scores ``[B, S, L]`` (the classifier's logits) and the chains to run (:class:`CrfChains`, from
+:func:`crf_chains`), which three arrays describe:
 
 - ``positions`` ``[B, S]`` bool: the positions the chain runs over (for a token-classification
   task, the first subword of each word its window owns); every other position (continuation
@@ -81,8 +82,9 @@ def _masked(params: Params, masks: CrfMasks, penalty: float) -> tuple[jax.Array,
     )
 
 
-class _Chains(NamedTuple):
-    """Where chains start and end, and the previous position of each chain position."""
+class CrfChains(NamedTuple):
+    """Where chains start and end, and the previous position of each chain position (see
+    :func:`crf_chains`)."""
 
     scored: jax.Array  # [B, S] bool
     starts: jax.Array  # [B, S] bool: first position of a chain
@@ -92,7 +94,11 @@ class _Chains(NamedTuple):
     cut_after: jax.Array  # [B, S] bool
 
 
-def _chains(positions: jax.Array, segments: jax.Array, flags: jax.Array | None) -> _Chains:
+def crf_chains(
+    positions: jax.Array, segments: jax.Array, flags: jax.Array | None = None
+) -> CrfChains:
+    """The chains of a batch: over ``positions``, one per sentence (``segments`` value) or
+    window (``flags``); see the module docstring."""
     scored = positions.astype(bool) & (segments > 0)
     size = scored.shape[1]
     index = jnp.arange(size)
@@ -106,7 +112,7 @@ def _chains(positions: jax.Array, segments: jax.Array, flags: jax.Array | None) 
     starts = scored & ((prev < 0) | (prev_seg != segments))
     ends = scored & ((nxt >= size) | (next_seg != segments))
     flags = jnp.zeros_like(segments) if flags is None else flags
-    return _Chains(
+    return CrfChains(
         scored,
         starts,
         ends,
@@ -116,7 +122,7 @@ def _chains(positions: jax.Array, segments: jax.Array, flags: jax.Array | None) 
     )
 
 
-def _forward_logz(emissions: jax.Array, chains: _Chains, trans, start, end) -> jax.Array:
+def _forward_logz(emissions: jax.Array, chains: CrfChains, trans, start, end) -> jax.Array:
     """``[B, S]``: log partition of each chain at its last position, 0 elsewhere."""
 
     def body(alpha, xs):
@@ -140,22 +146,15 @@ def _forward_logz(emissions: jax.Array, chains: _Chains, trans, start, end) -> j
 
 
 def crf_nll(
-    emissions: jax.Array,
-    tags: jax.Array,
-    positions: jax.Array,
-    segments: jax.Array,
-    params: Params,
-    masks: CrfMasks,
-    flags: jax.Array | None = None,
+    emissions: jax.Array, tags: jax.Array, chains: CrfChains, params: Params, masks: CrfMasks
 ) -> tuple[jax.Array, jax.Array]:
     """(sum of the chains' negative log-likelihoods, number of their positions) in float32.
 
-    ``tags`` ``[B, S]`` are the gold tags at ``positions`` (anything elsewhere). A chain whose
-    gold sequence the scheme forbids (inconsistent data) would cost about -``TRAIN_PENALTY``
-    per forbidden step and swamp the loss; it is left out of both sums instead.
+    ``tags`` ``[B, S]`` are the gold tags at the chain positions (anything elsewhere). A chain
+    whose gold sequence the scheme forbids (inconsistent data) would cost about
+    -``TRAIN_PENALTY`` per forbidden step and swamp the loss; it is left out of both sums instead.
     """
     emissions = emissions.astype(jnp.float32)
-    chains = _chains(positions, segments, flags)
     trans, start, end = _masked(params, masks, TRAIN_PENALTY)
     batch, size = tags.shape
     tags = jnp.where(chains.scored, tags, 0)
@@ -187,16 +186,10 @@ def crf_nll(
 
 
 def crf_marginals(
-    emissions: jax.Array,
-    positions: jax.Array,
-    segments: jax.Array,
-    params: Params,
-    masks: CrfMasks,
-    flags: jax.Array | None = None,
+    emissions: jax.Array, chains: CrfChains, params: Params, masks: CrfMasks
 ) -> jax.Array:
     """``[B, S, L]``: each chain position's tag marginals p(y_t = j | sentence) (the gradient
     of the log partition with respect to the emissions); 0 off the chain positions."""
-    chains = _chains(positions, segments, flags)
     trans, start, end = _masked(params, masks, TRAIN_PENALTY)
     trans, start, end = (jax.lax.stop_gradient(x) for x in (trans, start, end))
 
@@ -207,17 +200,11 @@ def crf_marginals(
 
 
 def crf_decode(
-    emissions: jax.Array,
-    positions: jax.Array,
-    segments: jax.Array,
-    params: Params,
-    masks: CrfMasks,
-    flags: jax.Array | None = None,
+    emissions: jax.Array, chains: CrfChains, params: Params, masks: CrfMasks
 ) -> jax.Array:
     """``[B, S]`` int32 Viterbi tags at the chain positions (-1 elsewhere): each chain's best
     tag sequence, with transitions the scheme forbids scored :data:`DECODE_PENALTY`."""
     emissions = emissions.astype(jnp.float32)
-    chains = _chains(positions, segments, flags)
     trans, start, end = _masked(params, masks, DECODE_PENALTY)
 
     def forward(delta, xs):
@@ -271,8 +258,8 @@ def batch_nll(
     """:func:`crf_nll` of a batch: chains over the :data:`WORD_STARTS` positions whose tag is
     ``known``, one per sentence (``attention_mask`` value) or window."""
     flags = batch[WORD_STARTS]
-    positions = ((flags & WORD) > 0) & known
-    return crf_nll(logits, labels, positions, _segments(batch), params, masks, flags)
+    chains = crf_chains(((flags & WORD) > 0) & known, _segments(batch), flags)
+    return crf_nll(logits, labels, chains, params, masks)
 
 
 def batch_decode(
@@ -281,9 +268,9 @@ def batch_decode(
     """(Viterbi tags, their marginal probability) ``[B, S]`` at the :data:`WORD_STARTS`
     positions of a batch; -1 and 0 elsewhere."""
     flags = batch[WORD_STARTS]
-    args = ((flags & WORD) > 0, _segments(batch), params, masks, flags)
-    tags = crf_decode(logits, *args)
-    marginals = crf_marginals(logits, *args)
+    chains = crf_chains((flags & WORD) > 0, _segments(batch), flags)
+    tags = crf_decode(logits, chains, params, masks)
+    marginals = crf_marginals(logits, chains, params, masks)
     chosen = jnp.take_along_axis(marginals, jnp.maximum(tags, 0)[..., None], -1)[..., 0]
     return tags, jnp.where(tags >= 0, chosen, 0.0)
 

@@ -1,24 +1,56 @@
-"""The base of every family's encoder (`<Family>Model`): the inputs it takes and their defaults.
+"""The base of every family's encoder (`<Family>Model`) and of the token-classification model.
 
-`encoder(input_ids, attention_mask=None, token_type_ids=None, position_ids=None, *,
-deterministic=True, rngs=None)` returns the last hidden state `[batch, seq, d_model]`. Inputs
-left out mean what they mean in Hugging Face: no padding (`attention_mask` all ones), token type
-0, and the family's default positions (`0..seq-1`; RoBERTa counts from `pad_token_id + 1`).
-A family writes `encode`, which receives every input filled in, and, if its positions differ,
-`default_position_ids`. Families without token types ignore `token_type_ids`.
+Both are built the same way, `Model(config, *, dtype=float32, param_dtype=float32, rngs)`, and
+called with the same inputs, `model(input_ids, attention_mask=None, token_type_ids=None,
+position_ids=None, *, deterministic=True, rngs=None, example_ids=None)`. Inputs left out mean
+what they mean in Hugging Face: no padding (`attention_mask` all ones), token type 0, and the
+family's default positions (`0..seq-1`; RoBERTa counts from `pad_token_id + 1`).
+
+A subclass writes `setup(config, build)`, which makes its layers through `build`
+(:class:`~flaxtrainer.models.layers.Build`), and `forward(inputs, *, deterministic, rngs)`, which
+receives every input filled in (:class:`EncoderInputs`); an encoder whose positions differ also
+writes `default_position_ids`. Families without token types ignore `token_type_ids`.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 
-from flaxtrainer.models.layers import ones_mask, sequential_position_ids
+from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.dropout import token_ids
+from flaxtrainer.models.layers import Build, ones_mask, sequential_position_ids
 
 
-class Encoder(nnx.Module):
-    """Fills the inputs a caller leaves out, then runs the family's `encode`."""
+class EncoderInputs(NamedTuple):
+    """The inputs of a forward pass, every one filled in: int `[batch, seq]` each."""
+
+    input_ids: jax.Array
+    attention_mask: jax.Array
+    token_type_ids: jax.Array
+    position_ids: jax.Array
+
+
+class SequenceModel(nnx.Module):
+    """Builds the layers from a config, fills the inputs a caller leaves out, runs `forward`."""
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: DTypeLike = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.setup(config, Build(dtype, param_dtype, rngs, config.kernel_init))
+
+    def setup(self, config: EncoderConfig, build: Build) -> None:
+        """Makes the module's layers for `config`, each through `build`."""
+        raise NotImplementedError
 
     def default_position_ids(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """Positions when the caller passes none: `0..seq-1` in every row."""
@@ -33,31 +65,32 @@ class Encoder(nnx.Module):
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
+        example_ids: jax.Array | None = None,
     ) -> jax.Array:
+        """`forward` of the inputs, the ones left out filled in.
+
+        `attention_mask`: int `[batch, seq]`, 0 = padding, equal non-zero ids attend to each other
+        (packed sentences). With `deterministic=False` pass `rngs=nnx.Rngs(dropout=key)`.
+        `example_ids` (int `[batch, seq]`, one id per example, e.g. its global feature index; -1
+        on padding), used only with dropout on and a hash-PRNG key: every dropout mask is keyed
+        by (example, position in the example) instead of the element's place in the batch, so a
+        padded and a packed layout draw the same masks (`flaxtrainer.models.dropout`).
+        """
         if attention_mask is None:
             attention_mask = ones_mask(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         if position_ids is None:
             position_ids = self.default_position_ids(input_ids, attention_mask)
-        return self.encode(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            deterministic=deterministic,
-            rngs=rngs,
-        )
+        inputs = EncoderInputs(input_ids, attention_mask, token_type_ids, position_ids)
+        with token_ids(None if deterministic else example_ids, attention_mask):
+            return self.forward(inputs, deterministic=deterministic, rngs=rngs)
 
-    def encode(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array,
-        token_type_ids: jax.Array,
-        position_ids: jax.Array,
-        *,
-        deterministic: bool,
-        rngs: nnx.Rngs | None,
+    def forward(
+        self, inputs: EncoderInputs, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
-        """The last hidden state `[batch, seq, d_model]` from complete inputs."""
         raise NotImplementedError
+
+
+class Encoder(SequenceModel):
+    """A family's encoder: `forward` returns the last hidden state `[batch, seq, d_model]`."""

@@ -1,7 +1,9 @@
 """Building blocks shared by the encoder families: masks, positions, attention, post-LN layers.
 
-All four families (BERT, RoBERTa, DistilBERT, ELECTRA) use the same post-LayerNorm Transformer
-layer; they differ only in embeddings, hyper-parameter names and checkpoint key names.
+BERT, RoBERTa, DistilBERT, ELECTRA and DeBERTa-v2 use the same post-LayerNorm Transformer layer
+(:class:`TransformerLayer`, DeBERTa-v2 with its own attention), which reads its hyper-parameters
+under BERT's names (:class:`PostLNConfig`); the families differ in embeddings and checkpoint key
+names (:func:`layer_rules`). Every layer is made through one :class:`Build`.
 
 Precision: parameters live in `param_dtype`; matmuls run in `dtype` (e.g. bfloat16); LayerNorm
 statistics and the attention softmax are always computed in float32.
@@ -13,16 +15,22 @@ live here too.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.nn.initializers import Initializer
 from jax.typing import DTypeLike
 
 from flaxtrainer.models.dropout import Dropout
+from flaxtrainer.models.hf_weights import WeightRule
+from flaxtrainer.models.hf_weights import layer_norm as layer_norm_rules
+from flaxtrainer.models.hf_weights import linear as linear_rules
 
 # Score given to disallowed query/key pairs. Finite, so a fully masked (padding) query row gets a
 # uniform softmax instead of NaN.
@@ -212,85 +220,93 @@ def attention(
 # ---- layers ---------------------------------------------------------------------------------------
 
 
-def dense(
-    in_features: int,
-    out_features: int,
-    *,
-    dtype: DTypeLike,
-    param_dtype: DTypeLike,
-    init_std: float,
-    rngs: nnx.Rngs,
-) -> nnx.Linear:
-    """`nnx.Linear` initialised like Hugging Face (normal(init_std) kernel, zero bias)."""
-    return nnx.Linear(
-        in_features,
-        out_features,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=nnx.initializers.normal(init_std),
-        bias_init=nnx.initializers.zeros_init(),
-        rngs=rngs,
-    )
+@dataclasses.dataclass(frozen=True, eq=False)
+class Build:
+    """What every layer of one model is made with, handed down from the model's constructor.
+
+    `dtype` is the compute dtype (matmuls, LayerNorm outputs), `param_dtype` the parameters';
+    `rngs` draws the initial parameters, and `init(std)` is how the family's Hugging Face model
+    draws a kernel or an embedding table of std `std` (`EncoderConfig.kernel_init`: normal(0,
+    std); ModernBERT truncates it). Biases start at zero, LayerNorm scales at one.
+    """
+
+    dtype: DTypeLike
+    param_dtype: DTypeLike
+    rngs: nnx.Rngs
+    init: Callable[[float], Initializer] = nnx.initializers.normal
+
+    def linear(self, n_in: int, n_out: int, *, std: float, use_bias: bool = True) -> nnx.Linear:
+        return nnx.Linear(
+            n_in,
+            n_out,
+            use_bias=use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.init(std),
+            bias_init=nnx.initializers.zeros_init(),
+            rngs=self.rngs,
+        )
+
+    def norm(self, features: int, *, epsilon: float, use_bias: bool = True) -> nnx.LayerNorm:
+        """`nnx.LayerNorm` with float32 two-pass statistics (matches PyTorch, safe in bfloat16)."""
+        return nnx.LayerNorm(
+            features,
+            epsilon=epsilon,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            use_bias=use_bias,
+            use_fast_variance=False,
+            rngs=self.rngs,
+        )
+
+    def embed(self, count: int, features: int, *, std: float) -> nnx.Embed:
+        """A lookup table; lookups stay in `param_dtype` (no cast of whole tables)."""
+        return nnx.Embed(
+            count,
+            features,
+            param_dtype=self.param_dtype,
+            embedding_init=self.init(std),
+            rngs=self.rngs,
+        )
 
 
-def layer_norm(
-    features: int,
-    *,
-    epsilon: float,
-    dtype: DTypeLike,
-    param_dtype: DTypeLike,
-    rngs: nnx.Rngs,
-    use_bias: bool = True,
-) -> nnx.LayerNorm:
-    """`nnx.LayerNorm` with float32 two-pass statistics (matches PyTorch, safe in bfloat16)."""
-    return nnx.LayerNorm(
-        features,
-        epsilon=epsilon,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        use_bias=use_bias,
-        use_fast_variance=False,
-        rngs=rngs,
-    )
+class PostLNConfig(Protocol):
+    """What the post-LayerNorm layers read of a config: BERT's `config.json` names.
+
+    Every BERT-named config has them (`models.config.BertLikeConfig`: BERT, RoBERTa, ELECTRA,
+    DeBERTa-v2); a DistilBERT config answers to them too (as transformers' `attribute_map`).
+    """
+
+    num_hidden_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str
+    #: Dropout after the feed-forward output (and, in every family, on the embeddings).
+    hidden_dropout_prob: float
+    #: Dropout on the attention probabilities.
+    attention_probs_dropout_prob: float
+    #: Dropout after the attention's output projection.
+    attention_output_dropout: float
+    layer_norm_eps: float
+    initializer_range: float
 
 
 class SelfAttention(nnx.Module):
     """Multi-head self-attention with separate q/k/v projections (Hugging Face layout)."""
 
-    def __init__(
-        self,
-        d_model: int,
-        num_heads: int,
-        *,
-        dropout_rate: float,
-        dtype: DTypeLike,
-        param_dtype: DTypeLike,
-        init_std: float,
-        rngs: nnx.Rngs,
-    ):
-        if d_model % num_heads:
-            raise ValueError(f"hidden size {d_model} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.head_dim = d_model // num_heads
-        make = functools.partial(
-            dense,
-            d_model,
-            d_model,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            init_std=init_std,
-            rngs=rngs,
-        )
+    def __init__(self, config: PostLNConfig, build: Build):
+        width, heads = config.hidden_size, config.num_attention_heads
+        if width % heads:
+            raise ValueError(f"hidden size {width} is not divisible by {heads} heads")
+        self.num_heads = heads
+        self.head_dim = width // heads
+        make = functools.partial(build.linear, width, width, std=config.initializer_range)
         self.query, self.key, self.value, self.out = make(), make(), make(), make()
-        self.dropout = Dropout(dropout_rate, layout="attention")
+        self.dropout = Dropout(config.attention_probs_dropout_prob, layout="attention")
 
     def __call__(
-        self,
-        x: jax.Array,
-        pairs: jax.Array,
-        *,
-        deterministic: bool,
-        rngs: nnx.Rngs | None,
+        self, x: jax.Array, pairs: jax.Array, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
         batch, seq, _ = x.shape
         heads = (batch, seq, self.num_heads, self.head_dim)
@@ -304,55 +320,46 @@ class SelfAttention(nnx.Module):
 
 
 class TransformerLayer(nnx.Module):
-    """Post-LayerNorm encoder layer: attention + residual + LN, feed-forward + residual + LN."""
+    """Post-LayerNorm encoder layer: attention + residual + LN, feed-forward + residual + LN.
 
-    def __init__(
-        self,
-        d_model: int,
-        num_heads: int,
-        ffn_size: int,
-        *,
-        activation: str,
-        hidden_dropout: float,
-        attention_dropout: float,
-        attention_output_dropout: float,
-        layer_norm_eps: float,
-        dtype: DTypeLike,
-        param_dtype: DTypeLike,
-        init_std: float,
-        rngs: nnx.Rngs,
-    ):
-        common = dict(dtype=dtype, param_dtype=param_dtype)
-        self.attention = SelfAttention(
-            d_model,
-            num_heads,
-            dropout_rate=attention_dropout,
-            init_std=init_std,
-            rngs=rngs,
-            **common,
-        )
-        self.attention_dropout = Dropout(attention_output_dropout)
-        self.attention_norm = layer_norm(d_model, epsilon=layer_norm_eps, rngs=rngs, **common)
-        self.intermediate = dense(d_model, ffn_size, init_std=init_std, rngs=rngs, **common)
-        self.output = dense(ffn_size, d_model, init_std=init_std, rngs=rngs, **common)
-        self.output_dropout = Dropout(hidden_dropout)
-        self.output_norm = layer_norm(d_model, epsilon=layer_norm_eps, rngs=rngs, **common)
-        self.activation = activation
+    `attention` defaults to :class:`SelfAttention`; a family with another attention
+    (DeBERTa-v2's disentangled one) passes its own. The layer hands the attention what it
+    reads besides `x` (`pairs`, and DeBERTa-v2's relative positions): `attention_inputs`.
+    """
+
+    def __init__(self, config: PostLNConfig, build: Build, attention: nnx.Module | None = None):
+        width, ffn, std = config.hidden_size, config.intermediate_size, config.initializer_range
+        self.attention = SelfAttention(config, build) if attention is None else attention
+        self.attention_dropout = Dropout(config.attention_output_dropout)
+        self.attention_norm = build.norm(width, epsilon=config.layer_norm_eps)
+        self.intermediate = build.linear(width, ffn, std=std)
+        self.output = build.linear(ffn, width, std=std)
+        self.output_dropout = Dropout(config.hidden_dropout_prob)
+        self.output_norm = build.norm(width, epsilon=config.layer_norm_eps)
+        self.activation = config.hidden_act
 
     def __call__(
-        self,
-        x: jax.Array,
-        pairs: jax.Array,
-        *,
-        deterministic: bool,
-        rngs: nnx.Rngs | None,
+        self, x: jax.Array, *attention_inputs: object, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
-        attended = self.attention(x, pairs, deterministic=deterministic, rngs=rngs)
+        attended = self.attention(x, *attention_inputs, deterministic=deterministic, rngs=rngs)
         attended = self.attention_dropout(attended, deterministic=deterministic, rngs=rngs)
         x = self.attention_norm(attended + x)
         hidden = self.output(_ACTIVATIONS[self.activation](self.intermediate(x)))
         hidden = self.output_dropout(hidden, deterministic=deterministic, rngs=rngs)
         return self.output_norm(hidden + x)
+
+
+def post_ln_layers(
+    config: PostLNConfig, build: Build, attention: Callable[[], nnx.Module] | None = None
+) -> nnx.List:
+    """`config.num_hidden_layers` :class:`TransformerLayer`s, each with the attention that
+    `attention()` makes (default: :class:`SelfAttention`)."""
+    return nnx.List(
+        [
+            TransformerLayer(config, build, None if attention is None else attention())
+            for _ in range(config.num_hidden_layers)
+        ]
+    )
 
 
 def run_layers(
@@ -368,3 +375,20 @@ def run_layers(
     for layer in layers:
         x = layer(x, pairs, deterministic=deterministic, rngs=rngs)
     return x
+
+
+#: Parameters of a :class:`TransformerLayer` that are LayerNorms (the others are linear layers).
+_LAYER_NORMS = ("attention_norm", "output_norm")
+
+
+def layer_rules(hf_layer: str, names: Mapping[str, str]) -> tuple[WeightRule, ...]:
+    """Checkpoint rules of the stacked layers (NNX `layers.{layer}`): `names` maps each
+    parameter path of a :class:`TransformerLayer` (`attention.query`, ..., `output_norm`) to
+    its Hugging Face name under `hf_layer` (e.g. `"encoder.layer.{layer}"`)."""
+    return tuple(
+        rule
+        for path, hf in names.items()
+        for rule in (layer_norm_rules if path in _LAYER_NORMS else linear_rules)(
+            f"{hf_layer}.{hf}", f"layers.{{layer}}.{path}"
+        )
+    )

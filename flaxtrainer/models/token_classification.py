@@ -10,12 +10,12 @@ from typing import ClassVar, Literal, TypeAlias
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.typing import DTypeLike
 
 from flaxtrainer.models.config import EncoderConfig
 from flaxtrainer.models.crf import CrfTransitions
-from flaxtrainer.models.dropout import Dropout, token_ids
-from flaxtrainer.models.encoder import Encoder
+from flaxtrainer.models.dropout import Dropout
+from flaxtrainer.models.encoder import Encoder, EncoderInputs, SequenceModel
+from flaxtrainer.models.layers import Build
 
 #: How a new classifier head's kernel is drawn: normal(0, std) with std from
 #: - "lecun": 1/sqrt(hidden size), the scale of Flax's default Dense init (lecun_normal), which
@@ -50,50 +50,38 @@ def parse_classifier_init(value: str | float) -> ClassifierInit:
     return std
 
 
-class EncoderForTokenClassification(nnx.Module):
-    """`encoder` (a family backbone) + dropout + `classifier`; returns float32 logits.
+class EncoderForTokenClassification(SequenceModel):
+    """`encoder` (a family backbone) + dropout + `classifier`; `forward` returns float32 logits
+    `[batch, seq, num_labels]`.
 
     Subclasses set `backbone` to the family's encoder class, and `prediction_head` to a module
     class when the family puts one between the encoder and the classifier (ModernBERT; built as
-    `prediction_head(config, dtype=..., param_dtype=..., rngs=...)`, kept as `model.head`).
-    `model.encoder(...)` takes the same inputs as the model and returns the last hidden state
-    `[batch, seq, d_model]`.
+    `prediction_head(config, build)`, kept as `model.head`). `model.encoder(...)` takes the same
+    inputs as the model and returns the last hidden state `[batch, seq, d_model]`.
     """
 
     backbone: ClassVar[type[Encoder]]
     prediction_head: ClassVar[type[nnx.Module] | None] = None
 
-    def __init__(
-        self,
-        config: EncoderConfig,
-        *,
-        dtype: DTypeLike = jnp.float32,
-        param_dtype: DTypeLike = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
+    def setup(self, config: EncoderConfig, build: Build) -> None:
         self.config = config
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.encoder = self.backbone(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.dtype = build.dtype
+        self.param_dtype = build.param_dtype
+        self.encoder = self.backbone(
+            config, dtype=build.dtype, param_dtype=build.param_dtype, rngs=build.rngs
+        )
         self.dropout = Dropout(config.classifier_dropout_rate)
         # A whole random model is initialised as Hugging Face's PyTorch one; a head added for
         # fine-tuning goes through `reset_classifier` and its `init` instead.
-        self.classifier = self._new_classifier(rngs, self.hf_classifier_std())
+        self.classifier = self._new_classifier(build, self.hf_classifier_std())
         if config.crf:
-            self.crf = CrfTransitions(config.num_labels, param_dtype=param_dtype)
+            self.crf = CrfTransitions(config.num_labels, param_dtype=build.param_dtype)
         if self.prediction_head is not None:
-            self.head = self.prediction_head(
-                config, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-            )
+            self.head = self.prediction_head(config, build)
 
     def hf_classifier_std(self) -> float:
         """Std of the classifier kernel in the family's Hugging Face PyTorch model."""
         return self.config.initializer_range
-
-    def kernel_init(self, std: float) -> jax.nn.initializers.Initializer:
-        """How the family's Hugging Face model draws a kernel of std `std`: normal(0, std)
-        (ModernBERT truncates it)."""
-        return nnx.initializers.normal(std)
 
     def classifier_std(self, init: ClassifierInit) -> float:
         """The std that `init` ("lecun", "hf" or a float) gives this model's classifier."""
@@ -104,18 +92,10 @@ class EncoderForTokenClassification(nnx.Module):
             return self.hf_classifier_std()
         return float(init)
 
-    def _new_classifier(self, rngs: nnx.Rngs, std: float) -> nnx.Linear:
+    def _new_classifier(self, build: Build, std: float) -> nnx.Linear:
         """A `d_model -> num_labels` linear layer with a bias (every family's Hugging Face
-        classifier has one): kernel from `kernel_init(std)`, bias zero."""
-        return nnx.Linear(
-            self.config.d_model,
-            self.config.num_labels,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init(std),
-            bias_init=nnx.initializers.zeros_init(),
-            rngs=rngs,
-        )
+        classifier has one): kernel from `config.kernel_init(std)`, bias zero."""
+        return build.linear(self.config.d_model, self.config.num_labels, std=std)
 
     def reset_classifier(
         self,
@@ -131,7 +111,8 @@ class EncoderForTokenClassification(nnx.Module):
         """
         if labels is not None:
             self.config = self.config.with_labels(tuple(labels))
-        self.classifier = self._new_classifier(rngs, self.classifier_std(init))
+        build = Build(self.dtype, self.param_dtype, rngs, self.config.kernel_init)
+        self.classifier = self._new_classifier(build, self.classifier_std(init))
         self.reset_crf()
 
     def reset_crf(self, crf: bool | None = None) -> None:
@@ -149,38 +130,14 @@ class EncoderForTokenClassification(nnx.Module):
         transitions (`flaxtrainer.models.crf.PARAM_NAMES`), or `{}` for a plain softmax head."""
         return self.crf.params() if self.config.crf else {}
 
-    def __call__(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        token_type_ids: jax.Array | None = None,
-        position_ids: jax.Array | None = None,
-        *,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
-        example_ids: jax.Array | None = None,
-    ) -> jax.Array:
-        """Logits `[batch, seq, num_labels]` in float32.
+    def default_position_ids(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        return self.encoder.default_position_ids(input_ids, attention_mask)
 
-        `attention_mask`: int `[batch, seq]`, 0 = padding, equal non-zero ids attend to each other
-        (packed sentences). With `deterministic=False` pass `rngs=nnx.Rngs(dropout=key)`.
-        `example_ids` (int `[batch, seq]`, one id per example, e.g. its global feature index; -1
-        on padding), used only with dropout on and a hash-PRNG key: every dropout mask is keyed
-        by (example, position in the example) instead of the element's place in the batch, so a
-        padded and a packed layout draw the same masks (`flaxtrainer.models.dropout`).
-        """
-        with token_ids(None if deterministic else example_ids, attention_mask):
-            hidden = self.encoder(
-                input_ids,
-                attention_mask,
-                token_type_ids,
-                position_ids,
-                deterministic=deterministic,
-                rngs=rngs,
-            )
-            hidden = self.dropout(
-                self.head_features(hidden), deterministic=deterministic, rngs=rngs
-            )
+    def forward(
+        self, inputs: EncoderInputs, *, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> jax.Array:
+        hidden = self.encoder.forward(inputs, deterministic=deterministic, rngs=rngs)
+        hidden = self.dropout(self.head_features(hidden), deterministic=deterministic, rngs=rngs)
         return self.classifier(hidden).astype(jnp.float32)
 
     def head_features(self, hidden: jax.Array) -> jax.Array:

@@ -13,6 +13,7 @@ from flaxtrainer.models.crf import (
     TRAIN_PENALTY,
     WORD,
     chain_flags,
+    crf_chains,
     crf_decode,
     crf_marginals,
     crf_nll,
@@ -66,7 +67,9 @@ def test_nll_equals_brute_force_3_tags_length_4():
     emissions = rng.normal(size=(1, 4, 3)).astype(np.float32) * 2
     gold = np.array([[2, 0, 1, 1]])
     ones = np.ones((1, 4), np.int32)
-    nll, count = crf_nll(jnp.asarray(emissions), jnp.asarray(gold), ones, ones, params, masks)
+    nll, count = crf_nll(
+        jnp.asarray(emissions), jnp.asarray(gold), crf_chains(ones, ones), params, masks
+    )
     assert int(count) == 4
     assert float(nll) == pytest.approx(_brute_nll(emissions[0], gold[0], params, masks), abs=1e-5)
 
@@ -80,7 +83,9 @@ def test_nll_skips_holes_and_restarts_at_a_second_segment():
     positions = np.array([[0, 1, 0, 1, 1, 1, 1, 0]])
     segments = np.array([[1, 1, 1, 1, 1, 2, 2, 0]])
     tags = np.array([[-100, 1, 2, 0, 2, 1, 1, -100]])
-    nll, count = crf_nll(jnp.asarray(emissions), tags, positions, segments, params, masks)
+    nll, count = crf_nll(
+        jnp.asarray(emissions), tags, crf_chains(positions, segments), params, masks
+    )
     e = emissions[0]
     expected = _brute_nll(e[[1, 3, 4]], [1, 0, 2], params, masks) + _brute_nll(
         e[[5, 6]], [1, 1], params, masks
@@ -96,7 +101,7 @@ def test_window_cut_flags_drop_start_and_end_scores():
     gold = np.array([[0, 2, 2, 1]])
     ones = np.ones((1, 4), np.int32)
     flags = np.array([[WORD | CUT_BEFORE, WORD, WORD, WORD | CUT_AFTER]])
-    nll, _ = crf_nll(jnp.asarray(emissions), gold, ones, ones, params, masks, flags)
+    nll, _ = crf_nll(jnp.asarray(emissions), gold, crf_chains(ones, ones, flags), params, masks)
     expected = _brute_nll(emissions[0], gold[0], params, masks, use_start=False, use_end=False)
     assert float(nll) == pytest.approx(expected, abs=1e-5)
 
@@ -109,10 +114,10 @@ def test_viterbi_equals_brute_force_argmax_and_marginals_sum_to_one():
         masks = _all_allowed(n)
         emissions = rng.normal(size=(2, 4, n)).astype(np.float32) * 2
         ones = np.ones((2, 4), np.int32)
-        tags = crf_decode(jnp.asarray(emissions), ones, ones, params, masks)
+        tags = crf_decode(jnp.asarray(emissions), crf_chains(ones, ones), params, masks)
         for row in range(2):
             assert tags[row].tolist() == _brute_best(emissions[row], params, masks), trial
-    marginals = crf_marginals(jnp.asarray(emissions), ones, ones, params, masks)
+    marginals = crf_marginals(jnp.asarray(emissions), crf_chains(ones, ones), params, masks)
     np.testing.assert_allclose(np.asarray(marginals).sum(-1), 1.0, atol=1e-5)
 
 
@@ -122,7 +127,9 @@ def test_viterbi_per_segment_matches_separate_rows():
     emissions = rng.normal(size=(1, 7, 3)).astype(np.float32) * 2
     positions = np.array([[1, 1, 1, 0, 1, 1, 0]])
     segments = np.array([[1, 1, 1, 1, 2, 2, 0]])
-    tags = np.asarray(crf_decode(jnp.asarray(emissions), positions, segments, params, masks))[0]
+    tags = np.asarray(
+        crf_decode(jnp.asarray(emissions), crf_chains(positions, segments), params, masks)
+    )[0]
     assert tags[3] == -1 and tags[6] == -1
     assert tags[:3].tolist() == _brute_best(emissions[0, :3], params, masks)
     assert tags[4:6].tolist() == _brute_best(emissions[0, 4:6], params, masks)
@@ -168,7 +175,9 @@ def test_masked_transitions_forbid_o_then_i_per_even_against_the_emissions():
     emissions[0, 4, 2] = 10.0
     segments = np.array([[1, 1, 1, 2, 2]])
     ones = np.ones((1, 5), np.int32)
-    tags = np.asarray(crf_decode(jnp.asarray(emissions), ones, segments, params, masks))[0]
+    tags = np.asarray(
+        crf_decode(jnp.asarray(emissions), crf_chains(ones, segments), params, masks)
+    )[0]
     decoded = [labels[t] for t in tags]
     scheme = get_scheme("IOB2")
     assert scheme.violations(decoded[:3]) == [] and scheme.violations(decoded[3:]) == []
@@ -176,7 +185,7 @@ def test_masked_transitions_forbid_o_then_i_per_even_against_the_emissions():
     assert decoded[3] == "B-PER"  # start -> I-PER is forbidden: the cheapest fix
     # The forbidden gold sequence is left out of the loss instead of costing ~1e4.
     gold = np.array([[0, 2, 1, 1, 2]])
-    nll, count = crf_nll(jnp.asarray(emissions), gold, ones, segments, params, masks)
+    nll, count = crf_nll(jnp.asarray(emissions), gold, crf_chains(ones, segments), params, masks)
     assert int(count) == 2  # only the valid second sentence (B-PER, I-PER) counts
     assert 0 <= float(nll) < 1.0
 
@@ -200,12 +209,13 @@ def test_packing_gives_the_same_loss_and_tags_as_separate_rows():
     packed_e = np.concatenate([*sentences, np.zeros((1, 5), np.float32)])[None]
     packed_t = np.concatenate([*golds, [-100]])[None]
     packed_m = np.concatenate([np.full(n, i + 1) for i, n in enumerate(lengths)] + [[0]])[None]
-    sep = crf_nll(jnp.asarray(sep_e), sep_t, sep_m, sep_m, params, masks)
-    packed = crf_nll(jnp.asarray(packed_e), packed_t, packed_m, packed_m, params, masks)
+    sep_c, packed_c = crf_chains(sep_m, sep_m), crf_chains(packed_m, packed_m)
+    sep = crf_nll(jnp.asarray(sep_e), sep_t, sep_c, params, masks)
+    packed = crf_nll(jnp.asarray(packed_e), packed_t, packed_c, params, masks)
     assert int(sep[1]) == int(packed[1]) == 12
     assert float(packed[0]) == pytest.approx(float(sep[0]), abs=1e-5)
-    sep_tags = np.asarray(crf_decode(jnp.asarray(sep_e), sep_m, sep_m, params, masks))
-    packed_tags = np.asarray(crf_decode(jnp.asarray(packed_e), packed_m, packed_m, params, masks))
+    sep_tags = np.asarray(crf_decode(jnp.asarray(sep_e), sep_c, params, masks))
+    packed_tags = np.asarray(crf_decode(jnp.asarray(packed_e), packed_c, params, masks))
     expected = np.concatenate([sep_tags[i, :n] for i, n in enumerate(lengths)])
     assert packed_tags[0, :-1].tolist() == expected.tolist()
 
@@ -219,10 +229,11 @@ def test_nll_gradient_is_finite_and_matches_marginals():
     emissions = jnp.asarray(rng.normal(size=(1, 4, 3)), jnp.float32)
     gold = np.array([[1, 2, 0, 1]])
     ones = np.ones((1, 4), np.int32)
-    grad = jax.grad(lambda e: crf_nll(e, gold, ones, ones, params, masks)[0])(emissions)
-    marginals = crf_marginals(emissions, ones, ones, params, masks)
+    chains = crf_chains(ones, ones)
+    grad = jax.grad(lambda e: crf_nll(e, gold, chains, params, masks)[0])(emissions)
+    marginals = crf_marginals(emissions, chains, params, masks)
     np.testing.assert_allclose(grad, marginals - jax.nn.one_hot(gold, 3), atol=1e-5)
-    grads = jax.grad(lambda p: crf_nll(emissions, gold, ones, ones, p, masks)[0])(params)
+    grads = jax.grad(lambda p: crf_nll(emissions, gold, chains, p, masks)[0])(params)
     assert all(np.isfinite(np.asarray(g)).all() for g in grads.values())
     assert float(grads["transitions"][0, 2]) == 0.0  # forbidden O -> I-PER learns nothing
 

@@ -18,18 +18,17 @@ attention in `deberta_v2_attention.py`.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.typing import DTypeLike
 
 from flaxtrainer.models.dropout import Dropout
-from flaxtrainer.models.encoder import Encoder
+from flaxtrainer.models.encoder import Encoder, EncoderInputs
+from flaxtrainer.models.families.bert import BERT_LAYER_NAMES
 from flaxtrainer.models.families.deberta_v2_attention import (
     DisentangledSelfAttention,
+    Relative,
     relative_positions,
 )
 from flaxtrainer.models.families.deberta_v2_config import DebertaV2Config
@@ -40,55 +39,16 @@ from flaxtrainer.models.hf_weights import (
     WeightTable,
     embedding,
     layer_norm,
-    linear,
 )
 from flaxtrainer.models.layers import (
+    Build,
     activation,
     attention_pairs,
-    dense,
+    layer_rules,
+    post_ln_layers,
 )
-from flaxtrainer.models.layers import layer_norm as make_layer_norm
 from flaxtrainer.models.registry import ModelFamily, register_family
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
-
-
-class DebertaV2Layer(nnx.Module):
-    """Post-LayerNorm layer around disentangled attention (the BERT layout otherwise)."""
-
-    def __init__(
-        self, config: DebertaV2Config, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs
-    ):
-        common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        width, eps = config.hidden_size, config.layer_norm_eps
-        init = config.initializer_range
-        self.attention = DisentangledSelfAttention(config, **common)
-        self.attention_dropout = Dropout(config.hidden_dropout_prob)
-        self.attention_norm = make_layer_norm(width, epsilon=eps, **common)
-        self.intermediate = dense(width, config.intermediate_size, init_std=init, **common)
-        self.output = dense(config.intermediate_size, width, init_std=init, **common)
-        self.output_dropout = Dropout(config.hidden_dropout_prob)
-        self.output_norm = make_layer_norm(width, epsilon=eps, **common)
-        self.activation = config.hidden_act
-
-    def __call__(
-        self,
-        x: jax.Array,
-        pairs: jax.Array,
-        c2p_index: jax.Array | None,
-        p2c_index: jax.Array | None,
-        rel_embeddings: jax.Array | None,
-        *,
-        deterministic: bool,
-        rngs: nnx.Rngs | None,
-    ) -> jax.Array:
-        attended = self.attention(
-            x, pairs, c2p_index, p2c_index, rel_embeddings, deterministic=deterministic, rngs=rngs
-        )
-        attended = self.attention_dropout(attended, deterministic=deterministic, rngs=rngs)
-        x = self.attention_norm(attended + x)
-        hidden = self.output(activation(self.activation)(self.intermediate(x)))
-        hidden = self.output_dropout(hidden, deterministic=deterministic, rngs=rngs)
-        return self.output_norm(hidden + x)
 
 
 class SegmentConv(nnx.Module):
@@ -99,23 +59,19 @@ class SegmentConv(nnx.Module):
     is padding or belongs to another sentence, which is what each sentence sees on its own.
     """
 
-    def __init__(
-        self, config: DebertaV2Config, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs
-    ):
+    def __init__(self, config: DebertaV2Config, build: Build):
         width, size = config.hidden_size, config.conv_kernel_size
         # [kernel, in, out], as nnx.Conv stores it (PyTorch Conv1d: [out, in, kernel]).
         self.kernel = nnx.Param(
-            nnx.initializers.normal(config.initializer_range)(
-                rngs.params(), (size, width, width), param_dtype
+            build.init(config.initializer_range)(
+                build.rngs.params(), (size, width, width), build.param_dtype
             )
         )
-        self.bias = nnx.Param(jnp.zeros((width,), param_dtype))
-        self.layer_norm = make_layer_norm(
-            width, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-        )
+        self.bias = nnx.Param(jnp.zeros((width,), build.param_dtype))
+        self.layer_norm = build.norm(width, epsilon=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.activation = config.conv_act
-        self.dtype = dtype
+        self.dtype = build.dtype
 
     def __call__(
         self,
@@ -146,100 +102,57 @@ class SegmentConv(nnx.Module):
 class DebertaV2Embeddings(nnx.Module):
     """Word (+ token type) embeddings, projection, LayerNorm, dropout (no absolute positions)."""
 
-    def __init__(
-        self, config: DebertaV2Config, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs
-    ):
-        embed = functools.partial(
-            nnx.Embed,
-            features=config.embedding_width,
-            param_dtype=param_dtype,
-            embedding_init=nnx.initializers.normal(config.initializer_range),
-            rngs=rngs,
-        )
-        self.word_embeddings = embed(config.vocab_size)
+    def __init__(self, config: DebertaV2Config, build: Build):
+        width, std = config.embedding_width, config.initializer_range
+        self.word_embeddings = build.embed(config.vocab_size, width, std=std)
         self.token_type_embeddings: nnx.Embed | None = nnx.data(None)
         if config.type_vocab_size > 0:
-            self.token_type_embeddings = embed(config.type_vocab_size)
+            self.token_type_embeddings = build.embed(config.type_vocab_size, width, std=std)
         self.embed_proj: nnx.Linear | None = nnx.data(None)
-        if config.embedding_width != config.hidden_size:
-            self.embed_proj = nnx.Linear(
-                config.embedding_width,
-                config.hidden_size,
-                use_bias=False,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                kernel_init=nnx.initializers.normal(config.initializer_range),
-                rngs=rngs,
-            )
-        self.layer_norm = make_layer_norm(
-            config.hidden_size,
-            epsilon=config.layer_norm_eps,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        if width != config.hidden_size:
+            self.embed_proj = build.linear(width, config.hidden_size, std=std, use_bias=False)
+        self.layer_norm = build.norm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(
-        self,
-        input_ids: jax.Array,
-        token_type_ids: jax.Array,
-        attention_mask: jax.Array,
-        *,
-        deterministic: bool,
-        rngs: nnx.Rngs | None,
+        self, inputs: EncoderInputs, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
-        x = self.word_embeddings(input_ids)
+        x = self.word_embeddings(inputs.input_ids)
         if self.token_type_embeddings is not None:
-            x = x + self.token_type_embeddings(token_type_ids)
+            x = x + self.token_type_embeddings(inputs.token_type_ids)
         if self.embed_proj is not None:
             x = self.embed_proj(x)
         x = self.layer_norm(x)
-        x = x * (attention_mask != 0)[..., None].astype(x.dtype)  # padding embeds to zero (as HF)
+        real = inputs.attention_mask != 0
+        x = x * real[..., None].astype(x.dtype)  # padding embeds to zero (as HF)
         return self.dropout(x, deterministic=deterministic, rngs=rngs)
 
 
 class DebertaV2Model(Encoder):
     """The DeBERTa-v2 encoder; returns the last hidden state `[batch, seq, hidden_size]`."""
 
-    def __init__(
-        self,
-        config: DebertaV2Config,
-        *,
-        dtype: DTypeLike = jnp.float32,
-        param_dtype: DTypeLike = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
+    def setup(self, config: DebertaV2Config, build: Build) -> None:
         self.config = config
-        common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.embeddings = DebertaV2Embeddings(config, **common)
-        self.layers = nnx.List(
-            [DebertaV2Layer(config, **common) for _ in range(config.num_hidden_layers)]
+        self.embeddings = DebertaV2Embeddings(config, build)
+        self.layers = post_ln_layers(
+            config, build, lambda: DisentangledSelfAttention(config, build)
         )
         self.rel_embeddings: nnx.Embed | None = nnx.data(None)
         self.rel_norm: nnx.LayerNorm | None = nnx.data(None)
         if config.relative_attention:
-            self.rel_embeddings = nnx.Embed(
-                2 * config.relative_span,
-                config.hidden_size,
-                param_dtype=param_dtype,
-                embedding_init=nnx.initializers.normal(config.initializer_range),
-                rngs=rngs,
+            self.rel_embeddings = build.embed(
+                2 * config.relative_span, config.hidden_size, std=config.initializer_range
             )
             if config.normalize_rel_embeddings:
-                self.rel_norm = make_layer_norm(
-                    config.hidden_size, epsilon=config.layer_norm_eps, **common
-                )
+                self.rel_norm = build.norm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.conv: SegmentConv | None = nnx.data(None)
         if config.conv_kernel_size > 0:
-            self.conv = SegmentConv(config, **common)
+            self.conv = SegmentConv(config, build)
 
-    def _relative_inputs(
-        self, position_ids: jax.Array
-    ) -> tuple[jax.Array | None, jax.Array | None, jax.Array | None]:
-        """Gather indices into the relative-embedding table (c2p, p2c) and the table itself."""
+    def _relative(self, position_ids: jax.Array) -> Relative | None:
+        """What the layers' attention reads of the relative positions (None without them)."""
         if self.rel_embeddings is None:
-            return None, None, None
+            return None
         span = self.config.relative_span
         relative = relative_positions(position_ids, self.config)
         c2p_index = jnp.clip(relative + span, 0, 2 * span - 1)
@@ -248,36 +161,21 @@ class DebertaV2Model(Encoder):
         table = self.rel_embeddings.embedding[...]
         if self.rel_norm is not None:
             table = self.rel_norm(table)
-        return c2p_index, p2c_index, table
+        return Relative(c2p_index, p2c_index, table)
 
-    def encode(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array,
-        token_type_ids: jax.Array,
-        position_ids: jax.Array,
-        *,
-        deterministic: bool,
-        rngs: nnx.Rngs | None,
+    def forward(
+        self, inputs: EncoderInputs, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
-        embedded = self.embeddings(
-            input_ids, token_type_ids, attention_mask, deterministic=deterministic, rngs=rngs
-        )
-        pairs = attention_pairs(attention_mask)
-        c2p_index, p2c_index, rel_embeddings = self._relative_inputs(position_ids)
+        embedded = self.embeddings(inputs, deterministic=deterministic, rngs=rngs)
+        pairs = attention_pairs(inputs.attention_mask)
+        relative = self._relative(inputs.position_ids)
         x = embedded
         for i, layer in enumerate(self.layers):
-            x = layer(
-                x,
-                pairs,
-                c2p_index,
-                p2c_index,
-                rel_embeddings,
-                deterministic=deterministic,
-                rngs=rngs,
-            )
+            x = layer(x, pairs, relative, deterministic=deterministic, rngs=rngs)
             if i == 0 and self.conv is not None:
-                x = self.conv(embedded, x, attention_mask, deterministic=deterministic, rngs=rngs)
+                x = self.conv(
+                    embedded, x, inputs.attention_mask, deterministic=deterministic, rngs=rngs
+                )
         return x
 
 
@@ -297,22 +195,20 @@ CONV1D = Transform(
 
 def _deberta_rules() -> tuple[WeightRule, ...]:
     """No rule for `embeddings.position_embeddings`: checkpoints may carry that unused table."""
-    hf, nx = "encoder.layer.{layer}", "layers.{layer}"
+    layer_names = {
+        **BERT_LAYER_NAMES,
+        "attention.query": "attention.self.query_proj",
+        "attention.key": "attention.self.key_proj",
+        "attention.value": "attention.self.value_proj",
+        "attention.pos_key": "attention.self.pos_key_proj",
+        "attention.pos_query": "attention.self.pos_query_proj",
+    }
     return (
         *embedding("embeddings.word_embeddings", "embeddings.word_embeddings"),
         *embedding("embeddings.token_type_embeddings", "embeddings.token_type_embeddings"),
         WeightRule("embeddings.embed_proj.weight", "embeddings.embed_proj.kernel", TRANSPOSE),
         *layer_norm("embeddings.LayerNorm", "embeddings.layer_norm"),
-        *linear(f"{hf}.attention.self.query_proj", f"{nx}.attention.query"),
-        *linear(f"{hf}.attention.self.key_proj", f"{nx}.attention.key"),
-        *linear(f"{hf}.attention.self.value_proj", f"{nx}.attention.value"),
-        *linear(f"{hf}.attention.self.pos_key_proj", f"{nx}.attention.pos_key"),
-        *linear(f"{hf}.attention.self.pos_query_proj", f"{nx}.attention.pos_query"),
-        *linear(f"{hf}.attention.output.dense", f"{nx}.attention.out"),
-        *layer_norm(f"{hf}.attention.output.LayerNorm", f"{nx}.attention_norm"),
-        *linear(f"{hf}.intermediate.dense", f"{nx}.intermediate"),
-        *linear(f"{hf}.output.dense", f"{nx}.output"),
-        *layer_norm(f"{hf}.output.LayerNorm", f"{nx}.output_norm"),
+        *layer_rules("encoder.layer.{layer}", layer_names),
         *embedding("encoder.rel_embeddings", "rel_embeddings"),
         *layer_norm("encoder.LayerNorm", "rel_norm"),
         WeightRule("encoder.conv.conv.weight", "conv.kernel", CONV1D),

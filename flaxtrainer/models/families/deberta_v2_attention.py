@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.typing import DTypeLike
 
 from flaxtrainer.models.dropout import Dropout
 from flaxtrainer.models.families.deberta_v2_config import POS_ATT_TYPES, DebertaV2Config
-from flaxtrainer.models.layers import MASKED_SCORE, dense
+from flaxtrainer.models.layers import MASKED_SCORE, Build
 
 
 def log_bucket_position(relative: jax.Array, bucket_size: int, max_position: int) -> jax.Array:
@@ -45,6 +45,17 @@ def relative_positions(position_ids: jax.Array, config: DebertaV2Config) -> jax.
     return relative
 
 
+class Relative(NamedTuple):
+    """What every layer's attention reads of the relative positions of one forward pass."""
+
+    #: `[batch, query, key]` row of the relative-embedding table for content-to-position scores.
+    c2p_index: jax.Array
+    #: The same for position-to-content scores (row `key` at `-relative[key, query]`).
+    p2c_index: jax.Array
+    #: The relative-embedding table `[2 * relative_span, hidden_size]` (normalised if so set).
+    table: jax.Array
+
+
 # ---- modules -------------------------------------------------------------------------------------
 
 
@@ -59,20 +70,10 @@ class DisentangledSelfAttention(nnx.Module):
     pairs, float32 softmax, dropout on the probabilities.
     """
 
-    def __init__(
-        self, config: DebertaV2Config, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs
-    ):
+    def __init__(self, config: DebertaV2Config, build: Build):
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
-        inner = self.num_heads * self.head_dim
-        make = functools.partial(
-            dense,
-            config.hidden_size,
-            inner,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            init_std=config.initializer_range,
-            rngs=rngs,
-        )
+        inner, std = self.num_heads * self.head_dim, config.initializer_range
+        make = functools.partial(build.linear, config.hidden_size, inner, std=std)
         self.query, self.key, self.value = make(), make(), make()
         self.relative = config.relative_attention
         types = config.pos_att_type
@@ -88,14 +89,7 @@ class DisentangledSelfAttention(nnx.Module):
                 self.pos_query = make()
         # transformers scales by sqrt(head_dim * (1 + #terms)) whether or not the terms are used.
         self.scale = float(self.head_dim * (1 + sum(t in types for t in POS_ATT_TYPES))) ** -0.5
-        self.out = dense(
-            inner,
-            config.hidden_size,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            init_std=config.initializer_range,
-            rngs=rngs,
-        )
+        self.out = build.linear(inner, config.hidden_size, std=std)
         self.dropout = Dropout(config.attention_probs_dropout_prob, layout="attention")
         self.pos_dropout = Dropout(config.hidden_dropout_prob, layout="other")
 
@@ -106,18 +100,18 @@ class DisentangledSelfAttention(nnx.Module):
         self,
         x: jax.Array,
         pairs: jax.Array,
-        c2p_index: jax.Array | None,
-        p2c_index: jax.Array | None,
-        rel_embeddings: jax.Array | None,
+        relative: Relative | None,
         *,
         deterministic: bool,
         rngs: nnx.Rngs | None,
     ) -> jax.Array:
+        """`relative`: the model's :class:`Relative` (None without relative attention)."""
         batch, seq, _ = x.shape
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         if self.c2p or self.p2c:
-            rel = self.pos_dropout(rel_embeddings, deterministic=deterministic, rngs=rngs)
+            c2p_index, p2c_index, table = relative
+            rel = self.pos_dropout(table, deterministic=deterministic, rngs=rngs)
             if self.c2p:
                 pos_key = self._heads((self.key if self.share_att_key else self.pos_key)(rel))
                 c2p = jnp.einsum("bqhd,rhd->bhqr", q, pos_key, preferred_element_type=jnp.float32)

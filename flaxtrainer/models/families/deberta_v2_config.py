@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.config import BertLikeConfig
 
 POS_ATT_TYPES = ("c2p", "p2c")
 _NORM_REL_EBD = ("none", "layer_norm")
@@ -21,7 +21,7 @@ def _split_bar_list(value: Any) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DebertaV2Config(EncoderConfig):
+class DebertaV2Config(BertLikeConfig):
     """DeBERTa-v2 hyper-parameters, named (and defaulted) as transformers' `DebertaV2Config`.
 
     `pos_att_type` is kept as a tuple (hashable); `config.json` may spell it `"p2c|c2p"`.
@@ -37,9 +37,6 @@ class DebertaV2Config(EncoderConfig):
     num_hidden_layers: int = 24
     num_attention_heads: int = 24
     intermediate_size: int = 6144
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
     type_vocab_size: int = 0
     layer_norm_eps: float = 1e-7
     relative_attention: bool = False
@@ -62,20 +59,12 @@ class DebertaV2Config(EncoderConfig):
         super().__post_init__()
 
     @property
-    def d_model(self) -> int:
-        return self.hidden_size
-
-    @property
     def classifier_dropout_rate(self) -> float:
         return self.hidden_dropout_prob  # DebertaV2ForTokenClassification's head dropout
 
     @property
     def embedding_width(self) -> int:
         return self.hidden_size if self.embedding_size is None else self.embedding_size
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
 
     @property
     def relative_span(self) -> int:
@@ -90,27 +79,15 @@ class DebertaV2Config(EncoderConfig):
         return self.max_relative_positions
 
     def problems(self) -> list[str]:
-        problems = super().problems() + self._check_ranges(
-            positive=(
-                "vocab_size",
-                "hidden_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "intermediate_size",
-                "max_position_embeddings",
-            ),
-            rates=("hidden_dropout_prob", "attention_probs_dropout_prob"),
-        )
+        problems = super().problems()
         for name in ("embedding_size", "attention_head_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 problems.append(f"{name}={value} must be > 0")
         if self.type_vocab_size < 0:
             problems.append(f"type_vocab_size={self.type_vocab_size} must be >= 0")
-        indivisible = self._check_heads("hidden_size", "num_attention_heads")
-        problems += indivisible
         if (
-            not indivisible
+            not self._check_heads("hidden_size", "num_attention_heads")
             and self.attention_head_size not in (None, self.head_dim)
             and self.num_attention_heads > 0
         ):
@@ -120,7 +97,7 @@ class DebertaV2Config(EncoderConfig):
                 f"attention_head_size={self.attention_head_size}: only hidden_size / "
                 f"num_attention_heads = {self.head_dim} is supported"
             )
-        problems += self._check_activations("hidden_act", "conv_act")
+        problems += self._check_activations("conv_act")
         unknown = [t for t in self.pos_att_type if t not in POS_ATT_TYPES]
         if unknown:
             problems.append(

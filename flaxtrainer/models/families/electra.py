@@ -6,18 +6,12 @@ import dataclasses
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
-from jax.typing import DTypeLike
 
-from flaxtrainer.models.families.bert import (
-    BERT_EMBEDDING_RULES,
-    BertConfig,
-    BertModel,
-    bert_layer_rules,
-)
+from flaxtrainer.models.encoder import EncoderInputs
+from flaxtrainer.models.families.bert import BERT_RULES, BertConfig, BertModel
 from flaxtrainer.models.hf_weights import WeightTable, linear
-from flaxtrainer.models.layers import dense
+from flaxtrainer.models.layers import Build
 from flaxtrainer.models.registry import ModelFamily, register_family
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
 
@@ -31,6 +25,10 @@ class ElectraConfig(BertConfig):
 
     architectures: ClassVar = {"electra": "ElectraForTokenClassification"}
 
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_size
+
     def problems(self) -> list[str]:
         return super().problems() + self._check_ranges(positive=("embedding_size",), rates=())
 
@@ -38,43 +36,19 @@ class ElectraConfig(BertConfig):
 class ElectraModel(BertModel):
     """The ELECTRA encoder; returns the last hidden state `[batch, seq, hidden_size]`."""
 
-    def __init__(
-        self,
-        config: ElectraConfig,
-        *,
-        dtype: DTypeLike = jnp.float32,
-        param_dtype: DTypeLike = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    def setup(self, config: ElectraConfig, build: Build) -> None:
+        super().setup(config, build)
         # Hugging Face only creates the projection when the widths differ.
         self.embeddings_project: nnx.Linear | None = nnx.data(None)
         if config.embedding_size != config.hidden_size:
-            self.embeddings_project = dense(
-                config.embedding_size,
-                config.hidden_size,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                init_std=config.initializer_range,
-                rngs=rngs,
+            self.embeddings_project = build.linear(
+                config.embedding_size, config.hidden_size, std=config.initializer_range
             )
 
-    @staticmethod
-    def embedding_width(config: ElectraConfig) -> int:
-        return config.embedding_size
-
     def embed(
-        self,
-        input_ids: jax.Array,
-        token_type_ids: jax.Array,
-        position_ids: jax.Array,
-        *,
-        deterministic: bool,
-        rngs: nnx.Rngs | None,
+        self, inputs: EncoderInputs, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
-        x = super().embed(
-            input_ids, token_type_ids, position_ids, deterministic=deterministic, rngs=rngs
-        )
+        x = super().embed(inputs, deterministic=deterministic, rngs=rngs)
         return x if self.embeddings_project is None else self.embeddings_project(x)
 
 
@@ -88,12 +62,7 @@ FAMILY = register_family(
         config_cls=ElectraConfig,
         model_cls=ElectraForTokenClassification,
         weights=WeightTable(
-            "electra.",
-            (
-                *BERT_EMBEDDING_RULES,
-                *linear("embeddings_project", "embeddings_project"),
-                *bert_layer_rules(),
-            ),
+            "electra.", (*BERT_RULES, *linear("embeddings_project", "embeddings_project"))
         ),
     )
 )

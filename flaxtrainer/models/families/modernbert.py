@@ -34,89 +34,41 @@ the token-classification head that is reinitialised for new labels.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.typing import DTypeLike
 
 from flaxtrainer.models.dropout import Dropout
-from flaxtrainer.models.encoder import Encoder
+from flaxtrainer.models.encoder import Encoder, EncoderInputs
 from flaxtrainer.models.families.modernbert_config import LOCAL, ModernBertConfig
 from flaxtrainer.models.hf_weights import WeightTable, embedding, layer_norm, linear
 from flaxtrainer.models.layers import (
+    Build,
     activation,
     apply_rotary,
     attention,
     attention_pairs,
     rotary_tables,
 )
-from flaxtrainer.models.layers import layer_norm as make_layer_norm
 from flaxtrainer.models.registry import ModelFamily, register_family
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
 
 # ---- modules --------------------------------------------------------------------------------------
 
 
-def truncated_normal(config: ModernBertConfig, std: float) -> jax.nn.initializers.Initializer:
-    """Hugging Face ModernBERT's init: normal(0, std) truncated at +-`initializer_cutoff_factor`
-    std."""
-    cutoff = config.initializer_cutoff_factor
-    return jax.nn.initializers.truncated_normal(std, lower=-cutoff, upper=cutoff)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Build:
-    """Makes layers initialised like Hugging Face ModernBERT (:func:`truncated_normal`)."""
-
-    config: ModernBertConfig
-    dtype: DTypeLike
-    param_dtype: DTypeLike
-    rngs: nnx.Rngs
-
-    def init(self, std: float) -> jax.nn.initializers.Initializer:
-        return truncated_normal(self.config, std)
-
-    @property
-    def out_std(self) -> float:
-        """Std of the layers writing into the residual stream."""
-        return self.config.initializer_range / (2.0 * self.config.num_hidden_layers) ** 0.5
-
-    def linear(
-        self, n_in: int, n_out: int, *, use_bias: bool, std: float | None = None
-    ) -> nnx.Linear:
-        return nnx.Linear(
-            n_in,
-            n_out,
-            use_bias=use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.init(self.config.initializer_range if std is None else std),
-            bias_init=nnx.initializers.zeros_init(),
-            rngs=self.rngs,
-        )
-
-    def norm(self) -> nnx.LayerNorm:
-        return make_layer_norm(
-            self.config.hidden_size,
-            epsilon=self.config.norm_eps,
-            use_bias=self.config.norm_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            rngs=self.rngs,
-        )
+def _norm(config: ModernBertConfig, build: Build) -> nnx.LayerNorm:
+    return build.norm(config.hidden_size, epsilon=config.norm_eps, use_bias=config.norm_bias)
 
 
 class ModernBertAttention(nnx.Module):
     """Fused q/k/v projection, rotary positions, (windowed) attention, output projection."""
 
-    def __init__(self, build: _Build, *, local: bool):
-        config, width = build.config, build.config.hidden_size
+    def __init__(self, config: ModernBertConfig, build: Build, *, local: bool):
+        width, bias = config.hidden_size, config.attention_bias
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
         self.local_window = config.sliding_window if local else None
-        self.Wqkv = build.linear(width, 3 * width, use_bias=config.attention_bias)
-        self.Wo = build.linear(width, width, use_bias=config.attention_bias, std=build.out_std)
+        self.Wqkv = build.linear(width, 3 * width, use_bias=bias, std=config.initializer_range)
+        self.Wo = build.linear(width, width, use_bias=bias, std=config.residual_std)
         self.probs_dropout = Dropout(config.attention_dropout, layout="attention")
         self.out_dropout = Dropout(config.attention_dropout)
 
@@ -150,11 +102,10 @@ class ModernBertAttention(nnx.Module):
 class ModernBertMLP(nnx.Module):
     """GeGLU feed-forward: `Wo(dropout(act(input) * gate))` with `[input | gate] = Wi(x)`."""
 
-    def __init__(self, build: _Build):
-        config = build.config
+    def __init__(self, config: ModernBertConfig, build: Build):
         width, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.Wi = build.linear(width, 2 * inner, use_bias=bias)
-        self.Wo = build.linear(inner, width, use_bias=bias, std=build.out_std)
+        self.Wi = build.linear(width, 2 * inner, use_bias=bias, std=config.initializer_range)
+        self.Wo = build.linear(inner, width, use_bias=bias, std=config.residual_std)
         self.dropout = Dropout(config.mlp_dropout)
         self.activation = config.hidden_activation
 
@@ -167,40 +118,30 @@ class ModernBertMLP(nnx.Module):
 class ModernBertLayer(nnx.Module):
     """Pre-LN layer; layer 0 has no attention norm (Hugging Face uses an Identity there)."""
 
-    def __init__(self, build: _Build, index: int):
-        self.attn_norm: nnx.LayerNorm | None = nnx.data(build.norm() if index > 0 else None)
-        self.local = build.config.layer_types[index] == LOCAL
-        self.attn = ModernBertAttention(build, local=self.local)
-        self.mlp_norm = build.norm()
-        self.mlp = ModernBertMLP(build)
+    def __init__(self, config: ModernBertConfig, build: Build, index: int):
+        self.attn_norm: nnx.LayerNorm | None = nnx.data(_norm(config, build) if index else None)
+        self.local = config.layer_types[index] == LOCAL
+        self.attn = ModernBertAttention(config, build, local=self.local)
+        self.mlp_norm = _norm(config, build)
+        self.mlp = ModernBertMLP(config, build)
 
     def __call__(
-        self,
-        x: jax.Array,
-        pairs: jax.Array,
-        rotary: tuple[jax.Array, jax.Array],
-        *,
-        deterministic: bool,
-        rngs: nnx.Rngs | None,
+        self, x: jax.Array, *attention_inputs: object, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
+        """`attention_inputs`: what the attention reads besides `x` (`pairs`, `rotary`)."""
         normed = x if self.attn_norm is None else self.attn_norm(x)
-        x = x + self.attn(normed, pairs, rotary, deterministic=deterministic, rngs=rngs)
+        x = x + self.attn(normed, *attention_inputs, deterministic=deterministic, rngs=rngs)
         return x + self.mlp(self.mlp_norm(x), deterministic=deterministic, rngs=rngs)
 
 
 class ModernBertEmbeddings(nnx.Module):
     """Token embeddings, LayerNorm, dropout."""
 
-    def __init__(self, build: _Build):
-        config = build.config
-        self.tok_embeddings = nnx.Embed(
-            config.vocab_size,
-            config.hidden_size,
-            param_dtype=build.param_dtype,
-            embedding_init=build.init(config.initializer_range),
-            rngs=build.rngs,
+    def __init__(self, config: ModernBertConfig, build: Build):
+        self.tok_embeddings = build.embed(
+            config.vocab_size, config.hidden_size, std=config.initializer_range
         )
-        self.norm = build.norm()
+        self.norm = _norm(config, build)
         self.dropout = Dropout(config.embedding_dropout)
 
     def __call__(
@@ -213,36 +154,24 @@ class ModernBertEmbeddings(nnx.Module):
 class ModernBertModel(Encoder):
     """The ModernBERT encoder; returns the last hidden state (after `final_norm`)."""
 
-    def __init__(
-        self,
-        config: ModernBertConfig,
-        *,
-        dtype: DTypeLike = jnp.float32,
-        param_dtype: DTypeLike = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        build = _Build(config, dtype, param_dtype, rngs)
+    def setup(self, config: ModernBertConfig, build: Build) -> None:
         self.head_dim = config.head_dim
         self.rope_theta = (config.global_rope_theta, config.local_rope_theta)
-        self.embeddings = ModernBertEmbeddings(build)
-        self.layers = nnx.List([ModernBertLayer(build, i) for i in range(config.num_hidden_layers)])
-        self.final_norm = build.norm()
+        self.embeddings = ModernBertEmbeddings(config, build)
+        self.layers = nnx.List(
+            [ModernBertLayer(config, build, i) for i in range(config.num_hidden_layers)]
+        )
+        self.final_norm = _norm(config, build)
 
-    def encode(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array,
-        token_type_ids: jax.Array,
-        position_ids: jax.Array,
-        *,
-        deterministic: bool,
-        rngs: nnx.Rngs | None,
+    def forward(
+        self, inputs: EncoderInputs, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jax.Array:
-        del token_type_ids  # ModernBERT has no token types
-        x = self.embeddings(input_ids, deterministic=deterministic, rngs=rngs)
-        pairs = attention_pairs(attention_mask)
+        x = self.embeddings(inputs.input_ids, deterministic=deterministic, rngs=rngs)
+        pairs = attention_pairs(inputs.attention_mask)
         # (global, local) tables, indexed by `layer.local`.
-        rotary = [rotary_tables(position_ids, self.head_dim, theta) for theta in self.rope_theta]
+        rotary = [
+            rotary_tables(inputs.position_ids, self.head_dim, theta) for theta in self.rope_theta
+        ]
         for layer in self.layers:
             x = layer(x, pairs, rotary[layer.local], deterministic=deterministic, rngs=rngs)
         return self.final_norm(x)
@@ -251,22 +180,12 @@ class ModernBertModel(Encoder):
 class ModernBertPredictionHead(nnx.Module):
     """`norm(act(dense(x)))`, applied to every token before the classifier."""
 
-    def __init__(
-        self,
-        config: ModernBertConfig,
-        *,
-        dtype: DTypeLike = jnp.float32,
-        param_dtype: DTypeLike = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        build = _Build(config, dtype, param_dtype, rngs)
+    def __init__(self, config: ModernBertConfig, build: Build):
+        width = config.hidden_size
         self.dense = build.linear(
-            config.hidden_size,
-            config.hidden_size,
-            use_bias=config.classifier_bias,
-            std=build.out_std,
+            width, width, use_bias=config.classifier_bias, std=config.residual_std
         )
-        self.norm = build.norm()
+        self.norm = _norm(config, build)
         self.activation = config.classifier_activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -282,9 +201,6 @@ class ModernBertForTokenClassification(EncoderForTokenClassification):
     def hf_classifier_std(self) -> float:
         """Hugging Face's ModernBERT draws its classifier with std 1/sqrt(hidden)."""
         return self.config.d_model**-0.5
-
-    def kernel_init(self, std: float) -> jax.nn.initializers.Initializer:
-        return truncated_normal(self.config, std)
 
 
 # ---- checkpoint layout ----------------------------------------------------------------------------

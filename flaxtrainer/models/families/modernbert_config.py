@@ -12,14 +12,17 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import jax
+from jax.nn.initializers import Initializer
+
 from flaxtrainer.errors import ModelLoadError
-from flaxtrainer.models.config import EncoderConfig
+from flaxtrainer.models.config import TransformerConfig
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ModernBertConfig(EncoderConfig):
+class ModernBertConfig(TransformerConfig):
     """ModernBERT hyper-parameters, named as in Hugging Face `config.json`.
 
     `layer_types` is filled from `global_attn_every_n_layers` when the config does not list it.
@@ -29,10 +32,8 @@ class ModernBertConfig(EncoderConfig):
 
     model_type: str = "modernbert"
     vocab_size: int = 50368
-    hidden_size: int = 768
     intermediate_size: int = 1152
     num_hidden_layers: int = 22
-    num_attention_heads: int = 12
     hidden_activation: str = "gelu"
     max_position_embeddings: int = 8192
     initializer_cutoff_factor: float = 2.0
@@ -64,16 +65,19 @@ class ModernBertConfig(EncoderConfig):
         super().__post_init__()
 
     @property
-    def d_model(self) -> int:
-        return self.hidden_size
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
     def classifier_dropout_rate(self) -> float:
         return self.classifier_dropout
+
+    def kernel_init(self, std: float) -> Initializer:
+        """Hugging Face ModernBERT's init: normal(0, std) truncated at +-`initializer_cutoff_factor`
+        std."""
+        cutoff = self.initializer_cutoff_factor
+        return jax.nn.initializers.truncated_normal(std, lower=-cutoff, upper=cutoff)
+
+    @property
+    def residual_std(self) -> float:
+        """Init std of the layers writing into the residual stream."""
+        return self.initializer_range / (2.0 * self.num_hidden_layers) ** 0.5
 
     @property
     def sliding_window(self) -> int:
@@ -83,12 +87,6 @@ class ModernBertConfig(EncoderConfig):
     def problems(self) -> list[str]:
         problems = super().problems() + self._check_ranges(
             positive=(
-                "vocab_size",
-                "hidden_size",
-                "intermediate_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "max_position_embeddings",
                 "local_attention",
                 "global_attn_every_n_layers",
                 "global_rope_theta",
@@ -97,9 +95,8 @@ class ModernBertConfig(EncoderConfig):
             rates=("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout"),
         )
         heads = self.num_attention_heads
-        indivisible = self._check_heads("hidden_size", "num_attention_heads")
-        problems += indivisible
-        if not indivisible and heads > 0 and self.head_dim % 2:
+        divisible = not self._check_heads("hidden_size", "num_attention_heads")
+        if divisible and heads > 0 and self.head_dim % 2:
             problems.append(f"rotary embeddings need an even head size, got {self.head_dim}")
         problems += self._check_activations("hidden_activation", "classifier_activation")
         if len(self.layer_types) != self.num_hidden_layers:

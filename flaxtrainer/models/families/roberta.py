@@ -8,12 +8,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from flaxtrainer.models.families.bert import (
-    BERT_EMBEDDING_RULES,
-    BertConfig,
-    BertModel,
-    bert_layer_rules,
-)
+from flaxtrainer.models.families.bert import BERT_RULES, BertConfig, BertModel
 from flaxtrainer.models.hf_weights import WeightTable
 from flaxtrainer.models.registry import ModelFamily, register_family
 from flaxtrainer.models.token_classification import EncoderForTokenClassification
@@ -55,6 +50,6 @@ FAMILY = register_family(
         name="roberta",
         config_cls=RobertaConfig,
         model_cls=RobertaForTokenClassification,
-        weights=WeightTable("roberta.", (*BERT_EMBEDDING_RULES, *bert_layer_rules())),
+        weights=WeightTable("roberta.", BERT_RULES),
     )
 )
