@@ -79,7 +79,8 @@ def test_trainer_state_loads_with_transformers(cli_run):
     assert [e["step"] for e in losses] == [2, 4, 6]
     assert all(isinstance(e["loss"], float) for e in losses)
     evaluations = [e for e in state.log_history if "eval_f1" in e]
-    assert [e["step"] for e in evaluations] == [3, 6, 6]  # during training, then --do_eval
+    # during training; --do_eval reuses the evaluation at the last step instead of a second pass
+    assert [e["step"] for e in evaluations] == [3, 6]
     assert evaluations[-1]["eval_f1"] == _json(output_dir / "eval_results.json")["eval_f1"]
     assert any("train_loss" in e for e in state.log_history)
     assert state.best_model_checkpoint is None and state.stateful_callbacks == {}
@@ -126,7 +127,7 @@ def test_mlflow_has_the_train_loss_and_eval_f1(cli_run, monkeypatch):
     expected = [e for e in state["log_history"] if "loss" in e]
     assert [(m.step, m.value) for m in losses] == [(e["step"], e["loss"]) for e in expected]
     f1 = client.get_metric_history(run.info.run_id, "eval_f1")
-    assert [m.step for m in f1] == [3, 6, 6]
+    assert [m.step for m in f1] == [3, 6]  # --do_eval reused the evaluation at step 6
     assert f1[-1].value == _json(output_dir / "eval_results.json")["eval_f1"]
     assert run.data.params["learning_rate"] == "0.001"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
