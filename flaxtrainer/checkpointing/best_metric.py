@@ -30,6 +30,11 @@ def default_greater_is_better(name: str) -> bool:
     return not name.endswith("loss")
 
 
+def eval_metric_name(name: str) -> str:
+    """``name`` as evaluation metrics spell it: ``eval_``-prefixed unless it already is."""
+    return name if name.startswith(EVAL_PREFIX) else f"{EVAL_PREFIX}{name}"
+
+
 def metric_key(metrics: Mapping[str, Any] | None, name: str) -> str | None:
     """The key under which ``metrics`` holds the metric ``name``: ``name`` itself, else
     ``eval_<name>``; None when neither is there (the lookup every ranking uses)."""

@@ -287,10 +287,10 @@ class TrainingArguments:
     @property
     def best_metric_key(self) -> str | None:
         """``metric_for_best_model`` as it appears in evaluation metrics (``eval_`` prefixed)."""
+        from flaxtrainer.checkpointing.best_metric import eval_metric_name
+
         name = self.metric_for_best_model
-        if name is None:
-            return None
-        return name if name.startswith("eval_") else f"eval_{name}"
+        return None if name is None else eval_metric_name(name)
 
     @property
     def profile_range(self) -> tuple[int, int] | None:

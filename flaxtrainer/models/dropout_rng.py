@@ -31,8 +31,8 @@ import numpy as np
 from jax import lax
 from jax.extend.random import define_prng_impl, threefry_prng_impl
 
-#: Names accepted by ``TrainingArguments.dropout_rng``.
-DROPOUT_RNGS: tuple[str, ...] = ("hash", "threefry")
+# The names ``TrainingArguments.dropout_rng`` accepts: one home, the arguments' rules.
+from flaxtrainer.config.training_rules import DROPOUT_RNGS
 
 GOLDEN = np.uint32(0x9E3779B9)
 _M1 = np.uint32(0x7FEB352D)
